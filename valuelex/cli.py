@@ -1,0 +1,81 @@
+"""The `valuelex` command: one subcommand per stage of the study, plus `run` for all of them."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from valuelex.errors import ValueLexError
+from valuelex.spec import Study, load_study
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+StudyArg = Annotated[Path, typer.Argument(help="study YAML file", show_default=False)]
+OutOpt = Annotated[str | None, typer.Option("--out", help="output root (path or s3://); default: the study's")]
+
+
+def user_errors(command: F) -> F:
+    """Turn a ValueLexError into a one-paragraph message and exit code 2, with no traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ValueLexError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _print(summary: dict) -> None:
+    typer.echo(json.dumps(summary, indent=2, default=str))
+
+
+def elicit_study(study: Study, out: str | None) -> dict:
+    from valuelex.generate import run_stage
+
+    report = run_stage(study, "elicitation", out)
+    return {
+        "stage": report.stage, "output": out or study.output_uri, "rows_in_grid": report.total_rows,
+        "rows_already_stored": report.skipped_rows, "rows_generated": report.generated_rows,
+        "rows_failed": report.failed_rows, "completion_tokens": report.completion_tokens,
+        "generation_seconds": round(report.seconds, 2), "tokens_per_second": round(report.tokens_per_second, 2),
+        "per_model": report.per_model,
+    }
+
+
+@app.command()
+@user_errors
+def elicit(study: StudyArg, out: OutOpt = None) -> None:
+    """Ask every respondent the elicitation prompts M times; store the answers as Parquet shards."""
+    _print(elicit_study(load_study(study), out))
+
+
+@app.command()
+@user_errors
+def validate(study: StudyArg) -> None:
+    """Check a study file and print its grid size, without running anything."""
+    from valuelex import grid
+
+    spec = load_study(study)
+    _print({
+        "study": spec.name, "models": len(spec.models), "decoding_configs": len(spec.decoding),
+        "respondents": len(spec.models) * len(spec.decoding), "samples": spec.samples,
+        "elicitation_rows": grid.count(spec, "elicitation"), "completion_rows": grid.count(spec, "completion"),
+    })
+
+
+def main() -> None:
+    app(prog_name="valuelex")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The generation stage shared by elicitation and sentence completion: grid -> engine -> store.
+
+For each model: build its request rows, drop the ones the store already holds, stream the rest
+through the model's engine and publish whole shards as results arrive. A rerun therefore only
+generates what is missing; raising M only adds the new samples.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from valuelex import grid
+from valuelex.engines.base import RESULT_FIELDS, build_engine
+from valuelex.instruments import Stage
+from valuelex.spec import ModelSpec, Study
+from valuelex.store import OutputRoot
+
+log = logging.getLogger(__name__)
+
+REQUEST_FIELDS = (
+    pa.field("row_id", pa.string()), pa.field("study", pa.string()), pa.field("stage", pa.string()),
+    pa.field("model", pa.string()), pa.field("training", pa.string()), pa.field("size_b", pa.float64()),
+    pa.field("family", pa.string()), pa.field("prompting", pa.string()), pa.field("config", pa.string()),
+    pa.field("temperature", pa.float64()), pa.field("top_p", pa.float64()),
+    pa.field("max_tokens", pa.int64()), pa.field("item_id", pa.string()), pa.field("sample", pa.int64()),
+    pa.field("seed", pa.int64()), pa.field("prompt", pa.string()),
+)
+RESULT_SCHEMA = pa.schema(REQUEST_FIELDS + RESULT_FIELDS)
+TABLES: dict[Stage, str] = {"elicitation": "elicitation", "completion": "completions"}
+
+
+@dataclass
+class StageReport:
+    """What one run of a generation stage did, for logs, notes and the report."""
+
+    stage: str
+    total_rows: int = 0
+    skipped_rows: int = 0
+    generated_rows: int = 0
+    failed_rows: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    per_model: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.completion_tokens / self.seconds if self.seconds else 0.0
+
+
+class Progress:
+    """rows done / total on stderr, one line rewritten in place (a plain line per update when piped)."""
+
+    def __init__(self, label: str, total: int, done: int = 0):
+        self.label, self.total, self.done, self.start = label, total, done, time.monotonic()
+        self.tty = sys.stderr.isatty()
+        self.show()
+
+    def advance(self, rows: int) -> None:
+        self.done += rows
+        self.show()
+
+    def show(self) -> None:
+        elapsed = time.monotonic() - self.start
+        line = f"[{self.label}] {self.done}/{self.total} rows ({elapsed:.0f}s)"
+        sys.stderr.write(("\r" + line) if self.tty else (line + "\n"))
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            sys.stderr.write("\n")
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """Select and cast an engine's output to the stored schema; extra columns are kept at the end."""
+    names = set(RESULT_SCHEMA.names)
+    columns = [
+        table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+        for f in RESULT_SCHEMA
+    ]
+    extra = [n for n in table.column_names if n not in names]
+    schema = pa.schema(list(RESULT_SCHEMA) + [table.schema.field(n) for n in extra])
+    return pa.Table.from_arrays(columns + [table[n] for n in extra], schema=schema)
+
+
+def run_model(
+    study: Study, stage: Stage, model: ModelSpec, root: OutputRoot, done: set[str], report: StageReport,
+    extra_columns: dict[str, str] | None = None, samples: int | None = None,
+) -> None:
+    import ray.data
+
+    rows = [r for r in grid.requests(study, stage, model, samples=samples) if r["row_id"] not in done]
+    total = grid.count(study, stage, model, samples=samples)
+    report.total_rows += total
+    report.skipped_rows += total - len(rows)
+    if not rows:
+        log.info("%s/%s: all %d rows already stored", stage, model.name, total)
+        return
+    for row in rows:
+        row.update(extra_columns or {})
+    table = root.table(TABLES[stage])
+    progress = Progress(f"{stage} {model.name}", total, total - len(rows))
+    started = time.monotonic()
+    tokens = failed = 0
+    results = build_engine(model).generate(ray.data.from_items(rows))
+    for batch in results.iter_batches(batch_size=study.shard_rows, batch_format="pyarrow"):
+        shard = conform(batch)
+        table.write(shard)
+        tokens += int(pa.compute.sum(shard["n_completion_tokens"]).as_py() or 0)
+        failed += shard.num_rows - int(pa.compute.sum(pa.compute.is_null(shard["error"])).as_py())
+        progress.advance(shard.num_rows)
+    progress.close()
+    seconds = time.monotonic() - started
+    report.generated_rows += len(rows)
+    report.failed_rows += failed
+    report.completion_tokens += tokens
+    report.seconds += seconds
+    report.per_model[model.name] = {"rows": len(rows), "tokens": tokens, "seconds": seconds, "failed": failed}
+
+
+def run_stage(study: Study, stage: Stage, out_uri: str | None = None, samples: int | None = None) -> StageReport:
+    """Generate every missing row of a stage for every model of the study."""
+    from valuelex.runtime import ensure_ray
+
+    ensure_ray()
+    root = OutputRoot(out_uri or study.output_uri)
+    root.write_json("study.json", study.model_dump(mode="json"))
+    done = root.table(TABLES[stage]).done_row_ids()
+    report = StageReport(stage=stage)
+    for model in study.models:
+        run_model(study, stage, model, root, done, report, samples=samples)
+    return report

@@ -1,0 +1,70 @@
+"""The respondent grid: item x model x decoding config x sample, one row per generation request.
+
+A row's id is a hash of everything that determines its answer (study, stage, model source,
+decoding values, item text, sample index), so it is stable across runs and machines: a rerun can
+tell finished work from new work, and raising M only adds rows. Each row gets its own seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from valuelex.instruments import Stage, select
+from valuelex.spec import DecodingConfig, ModelSpec, Study
+
+REQUEST_COLUMNS = (
+    "row_id", "study", "stage", "model", "training", "size_b", "family", "prompting", "config",
+    "temperature", "top_p", "max_tokens", "item_id", "sample", "seed", "prompt",
+)
+
+
+def _digest(payload: dict[str, Any]) -> bytes:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).digest()
+
+
+def row_identity(
+    study: Study, stage: Stage, model: ModelSpec, config: DecodingConfig, item_id: str, prompt: str, sample: int
+) -> tuple[str, int]:
+    """(row_id, seed) of one request; the seed mixes the study seed so studies can be re-drawn."""
+    digest = _digest({
+        "study": study.name, "stage": stage, "model": model.name, "source": model.source,
+        "prompting": model.prompting, "temperature": config.temperature, "top_p": config.top_p,
+        "max_tokens": config.max_tokens, "item": item_id, "prompt": prompt, "sample": sample,
+    })
+    seed_digest = hashlib.sha256(digest + study.seed.to_bytes(8, "little")).digest()
+    return digest.hex()[:24], int.from_bytes(seed_digest[:4], "little") & 0x7FFFFFFF
+
+
+def items(study: Study, stage: Stage):
+    ids = study.prompts.elicitation if stage == "elicitation" else study.prompts.stems
+    return select(stage, ids)
+
+
+def requests(study: Study, stage: Stage, model: ModelSpec, samples: int | None = None) -> Iterator[dict[str, Any]]:
+    """Every request row of one model in one stage, in a deterministic order.
+
+    `samples` overrides the study's M (adaptive sampling asks for more rounds); sample k has the
+    same row_id and seed whatever M is, so a larger M only adds rows.
+    """
+    for item in items(study, stage):
+        prompt = item.framed(model.prompting)
+        for config in study.decoding:
+            for sample in range(samples or study.samples):
+                row_id, seed = row_identity(study, stage, model, config, item.id, prompt, sample)
+                yield {
+                    "row_id": row_id, "study": study.name, "stage": stage, "model": model.name,
+                    "training": model.training.value, "size_b": model.size_b, "family": model.family,
+                    "prompting": model.prompting, "config": config.name,
+                    "temperature": config.temperature, "top_p": config.top_p,
+                    "max_tokens": config.max_tokens, "item_id": item.id, "sample": sample,
+                    "seed": seed, "prompt": prompt,
+                }
+
+
+def count(study: Study, stage: Stage, model: ModelSpec | None = None, samples: int | None = None) -> int:
+    """Rows of a stage for one model (or for all models when `model` is None)."""
+    per_model = len(items(study, stage)) * len(study.decoding) * (samples or study.samples)
+    return per_model if model is not None else per_model * len(study.models)

@@ -61,6 +61,57 @@ def elicit(study: StudyArg, out: OutOpt = None) -> None:
 
 @app.command()
 @user_errors
+def construct(study: StudyArg, out: OutOpt = None) -> None:
+    """Build the respondents' value taxonomy (taxonomy.json) from the stored elicitation answers."""
+    from valuelex.construct.stage import run_construction
+
+    _print(run_construction(load_study(study), out))
+
+
+SystemOpt = Annotated[
+    list[str] | None,
+    typer.Option("--system", help="value system: valuelex, schwartz, mft, or a YAML / taxonomy.json path (repeat)"),
+]
+
+
+@app.command()
+@user_errors
+def evaluate(study: StudyArg, system: SystemOpt = None, out: OutOpt = None) -> None:
+    """Sentence-completion test: generate completions, judge them, write Eq. 4 scores with CIs."""
+    from valuelex.evaluate.stage import run_evaluation
+
+    _print(run_evaluation(load_study(study), system, out))
+
+
+@app.command("judge-check")
+@user_errors
+def judge_check(labels: Annotated[Path, typer.Argument(help="labels CSV/Parquet: human vs judge scores")]) -> None:
+    """Agreement of a judge with human labels: quadratic weighted kappa, exact and ±1 agreement."""
+    from valuelex.evaluate.agreement import judge_check as check
+
+    _print(check(labels))
+
+
+@app.command()
+@user_errors
+def run(study: StudyArg, out: OutOpt = None) -> None:
+    """Every stage in order: elicit, construct, evaluate (packaged systems + the new taxonomy)."""
+    from valuelex.construct.stage import run_construction
+    from valuelex.evaluate.stage import run_evaluation
+
+    spec = load_study(study)
+    summary: dict[str, Any] = {"elicitation": elicit_study(spec, out)}
+    summary["construction"] = construction = run_construction(spec, out)
+    systems = list(spec.evaluation.systems)
+    taxonomy = construction.get("taxonomy")
+    if taxonomy and taxonomy not in systems:
+        systems.append(taxonomy)
+    summary["evaluation"] = run_evaluation(spec, systems, out)
+    _print(summary)
+
+
+@app.command()
+@user_errors
 def validate(study: StudyArg) -> None:
     """Check a study file and print its grid size, without running anything."""
     from valuelex import grid

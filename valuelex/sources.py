@@ -140,7 +140,7 @@ def _materialize_s3(uri: str) -> Path:
 
     fs, path = filesystem(uri)
     try:
-        listing = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+        listing = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
     except OSError as exc:
         raise EngineError(f"source {uri}: cannot list model files: {exc}") from exc
     files = [i for i in listing if i.type == pafs.FileType.File]

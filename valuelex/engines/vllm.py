@@ -152,7 +152,8 @@ def _to_results(batch: pd.DataFrame) -> pd.DataFrame:
     generated = column("num_generated_tokens", 0).fillna(0).astype("int64")
     out = batch[[c for c in batch.columns if c not in _DROP]].copy()
     out["prompt"] = batch["request_prompt"]
-    out["model"] = batch["request_model"]
+    if "request_model" in batch.columns:
+        out["model"] = batch["request_model"]
     out["response"] = column("generated_text", None).where(~failed, None)
     out["n_prompt_tokens"] = column("num_input_tokens", 0).fillna(0).astype("int64")
     out["n_completion_tokens"] = generated

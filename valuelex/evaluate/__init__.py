@@ -1,1 +1,16 @@
-"""Projective value evaluation (paper section 3.3, Algorithm 2): completions -> judged scores."""
+"""Projective value evaluation (paper section 3.3, Algorithm 2): completions -> judged scores.
+
+One module per step:
+
+- `systems`: value systems to score (packaged ValueLex, Schwartz, MFT; or a constructed taxonomy.json);
+- `embedding`: the fast offline judge φ (sentence-embedding similarity, calibrated to 0..6);
+- `llm_judge`: the LLM judge φ, one constrained JSON request per completion for every dimension;
+- `judgments`: the per-completion judgments table beside the completion text;
+- `scores`: Eq. 4 on normalised scores, with two-level bootstrap confidence intervals;
+- `adaptive`: adaptive M, the stopping rule and its driver loop;
+- `agreement`: judge check (QWK, exact / ±1 agreement, confusion) against humans or another judge;
+- `stage`: `run_evaluation`, the whole stage over a study's output store;
+- `config`: `EvaluationSpec`, the study file's `evaluation:` section.
+
+Nothing heavy is imported here: `valuelex.spec` imports `config` at load time.
+"""

@@ -1,0 +1,78 @@
+"""The OpenAI-compatible engine against a server that answers 429, 500, timeouts and broken JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import ray.data
+
+from tests.fault_server import FaultServer
+from tests.helpers import write_study
+from valuelex.engines.base import build_engine
+from valuelex.generate import run_stage
+from valuelex.instruments import elicitation_prompts
+from valuelex.spec import ModelSpec, load_study
+from valuelex.store import OutputRoot
+
+
+def served(base_url: str, **options: object) -> dict:
+    return {"name": "faulty", "source": "fault-model", "engine": "openai", "size_b": None, "training": "aligned",
+            "family": "test", "prompting": "chat",
+            "options": {"base_url": base_url, "max_retries": 3, "request_timeout_s": 1.0, "max_concurrency": 4,
+                        **options}}
+
+
+def request(prompt: str, i: int) -> dict:
+    return {"row_id": f"r{i}", "model": "faulty", "prompt": prompt, "prompting": "chat", "temperature": 0.7,
+            "top_p": 0.9, "max_tokens": 16, "seed": i}
+
+
+def test_bounded_retries_recover_transient_faults_and_keep_permanent_ones(ray_local: None) -> None:
+    prompts = ["fail:429:2", "fail:500:3", "fail:timeout:1", "fail:badjson:1", "fail:empty:2", "fail:500:always",
+               "fail:429:always", "a healthy prompt"]
+    with FaultServer(timeout_sleep=2.5) as server:
+        engine = build_engine(ModelSpec.model_validate(served(server.base_url)))
+        rows = engine.generate(ray.data.from_items([request(p, i) for i, p in enumerate(prompts)])).take_all()
+        by_prompt = {r["prompt"]: r for r in rows}
+        assert len(rows) == len(prompts)  # nothing dropped
+        for prompt in prompts[:5] + prompts[-1:]:
+            assert by_prompt[prompt]["error"] is None, (prompt, by_prompt[prompt]["error"])
+            assert by_prompt[prompt]["response"].startswith(f"values for {prompt}")
+        assert "500" in by_prompt["fail:500:always"]["error"] and by_prompt["fail:500:always"]["response"] is None
+        assert "429" in by_prompt["fail:429:always"]["error"]
+        assert server.attempts["fail:500:always"] == 4 == server.attempts["fail:429:always"]  # 1 + max_retries
+        assert server.attempts["fail:429:2"] == 3 and server.attempts["a healthy prompt"] == 1
+
+
+def test_failed_rows_are_stored_and_retried_by_the_next_run(ray_local: None, tmp_path: Path) -> None:
+    q01 = elicitation_prompts()[0].chat_text
+    with FaultServer(rules={q01: "500:always"}) as server:
+        model = served(server.base_url, max_retries=1)
+        study = load_study(write_study(tmp_path, models=[model]))
+        out = str(tmp_path / "out")
+        first = run_stage(study, "elicitation", out)
+        assert first.generated_rows == 8 and first.failed_rows == 4  # q01's 4 rows failed, q09's succeeded
+        table = OutputRoot(out).table("elicitation")
+        stored = table.read().to_pylist()
+        assert len(stored) == 8 and sum(r["error"] is not None for r in stored) == 4
+        assert all("500" in r["error"] for r in stored if r["error"])
+
+        server.healthy = True
+        second = run_stage(study, "elicitation", out)
+        assert second.generated_rows == 4 and second.failed_rows == 0 and second.skipped_rows == 4
+        final = table.read().to_pylist()
+        assert len(final) == 8 and all(r["error"] is None for r in final)
+        assert table.read_raw().num_rows == 12  # the failed attempts stay on record
+        assert run_stage(study, "elicitation", out).generated_rows == 0
+        assert server.attempts[q01] == 4 * 2 + 4  # two attempts per row in run 1, one in run 2
+
+
+@pytest.mark.parametrize("prompting", ["completion"])
+def test_completion_endpoint(ray_local: None, prompting: str) -> None:
+    with FaultServer() as server:
+        spec = ModelSpec.model_validate({**served(server.base_url), "prompting": prompting})
+        rows = build_engine(spec).generate(ray.data.from_items([{**request("I like", 0), "prompting": prompting}]))
+        (row,) = rows.take_all()
+        assert row["error"] is None and row["response"].startswith("values for I like")
+        assert row["n_prompt_tokens"] == 5 and row["n_completion_tokens"] == 4

@@ -1,0 +1,105 @@
+"""Settings of the evaluation stage, as they appear under `evaluation:` in a study file.
+
+Example::
+
+    evaluation:
+      judge: llm                      # or "embedding" (the default: fast, offline, no LLM)
+      judge_model: qwen-judge         # a model of this study by name, or a full model mapping
+      systems: [valuelex, mft, runs/x/construction/taxonomy.json]
+      bootstrap_resamples: 1000
+      ci_level: 0.95
+      max_judge_retries: 2
+      adaptive: {enabled: true, epsilon: 0.03, start_samples: 2, step: 2, max_samples: 20}
+
+This module imports nothing from `valuelex.spec` (which imports it): the judge model is kept as
+a name or a plain mapping and turned into a `ModelSpec` by `judge_model_spec` when it is used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from valuelex.errors import StudyError
+
+if TYPE_CHECKING:
+    from valuelex.spec import ModelSpec, Study
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AdaptiveSpec(_Strict):
+    """Adaptive M: sample in rounds until every CI is narrow enough (or M reaches max_samples)."""
+
+    enabled: bool = False
+    epsilon: float = Field(0.05, gt=0, lt=0.5, description="target CI half-width, in normalised [0,1] units")
+    start_samples: int = Field(2, ge=1, description="M of the first round")
+    step: int = Field(2, ge=1, description="samples added per round")
+    max_samples: int = Field(20, ge=1, description="M_max: never sample more than this")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AdaptiveSpec:
+        if self.start_samples > self.max_samples:
+            raise ValueError("adaptive.start_samples must not exceed adaptive.max_samples")
+        return self
+
+
+class EvaluationSpec(_Strict):
+    """How completions are judged and scored (paper section 3.3, Eq. 4)."""
+
+    judge: Literal["embedding", "llm"] = Field(
+        "embedding", description="embedding: cosine similarity to each dimension (offline); llm: a judge LLM"
+    )
+    judge_model: str | dict[str, Any] | None = Field(
+        None, description="for judge 'llm': a model of the study by name, or a model mapping (like `models:`)"
+    )
+    systems: list[str] = Field(
+        default_factory=lambda: ["valuelex"], min_length=1,
+        description="value systems to score: valuelex, schwartz, mft, or a YAML / taxonomy.json path",
+    )
+    embedding_model: str | None = Field(
+        None, description="sentence-transformers model path; default: the packaged all-MiniLM-L6-v2"
+    )
+    bootstrap_resamples: int = Field(1000, ge=50, le=100_000)
+    ci_level: float = Field(0.95, gt=0.5, lt=1)
+    seed: int = Field(0, ge=0, description="seed of the bootstrap")
+    max_judge_retries: int = Field(2, ge=0, le=10, description="new-seed retries of an unparseable judge answer")
+    judge_temperature: float = Field(0.0, ge=0, le=2, description="temperature of the first judge attempt")
+    retry_temperature: float = Field(0.7, gt=0, le=2, description="temperature of retries (a new seed needs it)")
+    judge_max_tokens: int = Field(320, ge=16, le=8192)
+    adaptive: AdaptiveSpec = Field(default_factory=AdaptiveSpec)
+
+    @field_validator("systems")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("lists a value system twice")
+        return value
+
+    @model_validator(mode="after")
+    def _llm_needs_model(self) -> EvaluationSpec:
+        if self.judge == "llm" and self.judge_model is None:
+            raise ValueError("judge_model is required when judge is 'llm'")
+        return self
+
+    def judge_model_spec(self, study: Study | None = None) -> ModelSpec:
+        """The judge LLM as a `ModelSpec`: a study model by name, or the mapping validated now."""
+        from valuelex.spec import ModelSpec
+
+        if self.judge_model is None:
+            raise StudyError("evaluation.judge_model: missing (needed for judge 'llm')")
+        if isinstance(self.judge_model, str):
+            if study is None:
+                raise StudyError(f"evaluation.judge_model: {self.judge_model!r} names a model, but no study was given")
+            return study.model(self.judge_model)
+        try:
+            return ModelSpec.model_validate(self.judge_model)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(model)'}: {e['msg'].removeprefix('Value error, ')}"
+                for e in exc.errors()
+            )
+            raise StudyError(f"evaluation.judge_model: {problems}") from None

@@ -112,6 +112,24 @@ def run(study: StudyArg, out: OutOpt = None) -> None:
 
 @app.command()
 @user_errors
+def plan(
+    study: StudyArg,
+    throughput: Annotated[Path | None, typer.Option(help="YAML overriding the tokens/s figures per model size")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
+) -> None:
+    """Before anything runs: grid sizes, requests, tokens and GPU-hours of every stage."""
+    from valuelex.plan import format_plan
+    from valuelex.plan import plan as make_plan
+
+    result = make_plan(load_study(study), throughput)
+    if as_json:
+        _print(result)
+    else:
+        typer.echo(format_plan(result))
+
+
+@app.command()
+@user_errors
 def validate(study: StudyArg) -> None:
     """Check a study file and print its grid size, without running anything."""
     from valuelex import grid

@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from valuelex import grid
 from valuelex.engines.base import RESULT_FIELDS, build_engine
@@ -88,49 +90,70 @@ def conform(table: pa.Table) -> pa.Table:
 
 
 def run_model(
-    study: Study, stage: Stage, model: ModelSpec, root: OutputRoot, done: set[str], report: StageReport,
-    extra_columns: dict[str, str] | None = None, samples: int | None = None,
-) -> None:
+    study: Study, stage: Stage, model: ModelSpec, root: OutputRoot, done: set[str], *,
+    samples: int | None = None, use_gpu: bool | None = None,
+) -> dict[str, float]:
+    """Generate one model's missing rows; returns its counts (rows, skipped, generated, failed, tokens)."""
     import ray.data
 
     rows = [r for r in grid.requests(study, stage, model, samples=samples) if r["row_id"] not in done]
     total = grid.count(study, stage, model, samples=samples)
-    report.total_rows += total
-    report.skipped_rows += total - len(rows)
+    counts = {"rows": total, "skipped": total - len(rows), "generated": len(rows), "failed": 0, "tokens": 0,
+              "seconds": 0.0}
     if not rows:
         log.info("%s/%s: all %d rows already stored", stage, model.name, total)
-        return
-    for row in rows:
-        row.update(extra_columns or {})
+        return counts
     table = root.table(TABLES[stage])
     progress = Progress(f"{stage} {model.name}", total, total - len(rows))
     started = time.monotonic()
-    tokens = failed = 0
-    results = build_engine(model).generate(ray.data.from_items(rows))
+    results = build_engine(model, use_gpu=use_gpu).generate(ray.data.from_items(rows))
     for batch in results.iter_batches(batch_size=study.shard_rows, batch_format="pyarrow"):
         shard = conform(batch)
         table.write(shard)
-        tokens += int(pa.compute.sum(shard["n_completion_tokens"]).as_py() or 0)
-        failed += shard.num_rows - int(pa.compute.sum(pa.compute.is_null(shard["error"])).as_py())
+        counts["tokens"] += int(pc.sum(shard["n_completion_tokens"]).as_py() or 0)
+        counts["failed"] += shard.num_rows - int(pc.sum(pc.is_null(shard["error"])).as_py())
         progress.advance(shard.num_rows)
     progress.close()
-    seconds = time.monotonic() - started
-    report.generated_rows += len(rows)
-    report.failed_rows += failed
-    report.completion_tokens += tokens
-    report.seconds += seconds
-    report.per_model[model.name] = {"rows": len(rows), "tokens": tokens, "seconds": seconds, "failed": failed}
+    counts["seconds"] = round(time.monotonic() - started, 2)
+    return counts
 
 
-def run_stage(study: Study, stage: Stage, out_uri: str | None = None, samples: int | None = None) -> StageReport:
-    """Generate every missing row of a stage for every model of the study."""
+def run_stage(
+    study: Study, stage: Stage, out_uri: str | None = None, samples: int | None = None, *, require_gpu: bool = False,
+) -> StageReport:
+    """Generate every missing row of a stage for every model of the study.
+
+    The placement is checked before anything is written (a model no node can hold is refused);
+    models then run in waves: the models of a wave side by side, waves one after another.
+    """
+    from valuelex.placement import check_placement, cluster_nodes, require_gpu_from_env, schedule
     from valuelex.runtime import ensure_ray
 
     ensure_ray()
+    nodes = cluster_nodes()
+    require_gpu = require_gpu or require_gpu_from_env()
+    use_gpu = check_placement(study, nodes, require_gpu=require_gpu).use_gpu
+    waves = schedule(study, nodes, require_gpu=require_gpu)
     root = OutputRoot(out_uri or study.output_uri)
     root.write_json("study.json", study.model_dump(mode="json"))
     done = root.table(TABLES[stage]).done_row_ids()
     report = StageReport(stage=stage)
-    for model in study.models:
-        run_model(study, stage, model, root, done, report, samples=samples)
+    for wave in waves:
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=len(wave)) as pool:
+            futures = {
+                m.name: pool.submit(run_model, study, stage, m, root, done, samples=samples, use_gpu=use_gpu)
+                for m in wave
+            }
+            per_model = {name: future.result() for name, future in futures.items()}
+        if any(c["generated"] for c in per_model.values()):
+            report.seconds += time.monotonic() - started
+        for name, counts in per_model.items():
+            report.total_rows += counts["rows"]
+            report.skipped_rows += counts["skipped"]
+            report.generated_rows += counts["generated"]
+            report.failed_rows += counts["failed"]
+            report.completion_tokens += counts["tokens"]
+            if counts["generated"]:
+                report.per_model[name] = counts
     return report

@@ -34,8 +34,8 @@ class OpenAIEngine:
 
     name = "openai"
 
-    def __init__(self, model: ModelSpec):
-        self.model = model
+    def __init__(self, model: ModelSpec, *, use_gpu: bool | None = None):
+        self.model = model  # `use_gpu` is accepted for the common signature: an endpoint has no placement
         opts = model.options
         if opts.api_key_env and opts.api_key_env not in os.environ:
             raise EngineError(f"model {model.name}: environment variable {opts.api_key_env} (the API key) is not set")

@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from valuelex.errors import ValueLexError
+from valuelex.errors import StoreError, ValueLexError
 from valuelex.spec import Study, load_study
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -92,10 +92,32 @@ def judge_check(labels: Annotated[Path, typer.Argument(help="labels CSV/Parquet:
     _print(check(labels))
 
 
+def report_run(run_uri: str, out: str | None, embed: str = "svg", cases: int = 2) -> dict:
+    from valuelex.report.stage import build_report, default_out
+
+    try:
+        summary = build_report(run_uri, out or default_out(run_uri), embed=embed, cases_per_model=cases)
+    except OSError as exc:
+        raise StoreError(f"cannot write the report: {exc}") from exc
+    return {k: v for k, v in summary.items() if k != "figures"} | {"figures": sorted(summary["figures"])}
+
+
+@app.command()
+@user_errors
+def report(
+    run_uri: Annotated[str, typer.Argument(metavar="RUN", help="a run's output root (path or s3://)")],
+    out: Annotated[str | None, typer.Option("--out", help="local folder for index.html (default: RUN/report)")] = None,
+    embed: Annotated[str, typer.Option(help="figures in the page as svg or png")] = "svg",
+    cases: Annotated[int, typer.Option(help="sentence completions per model in the case table")] = 2,
+) -> None:
+    """One self-contained index.html (opens from disk, no network) plus the figure files."""
+    _print(report_run(run_uri, out, embed, cases))
+
+
 @app.command()
 @user_errors
 def run(study: StudyArg, out: OutOpt = None) -> None:
-    """Every stage in order: elicit, construct, evaluate (packaged systems + the new taxonomy)."""
+    """Every stage in order: elicit, construct, evaluate (packaged systems + the new taxonomy), report."""
     from valuelex.construct.stage import run_construction
     from valuelex.evaluate.stage import run_evaluation
 
@@ -107,6 +129,7 @@ def run(study: StudyArg, out: OutOpt = None) -> None:
     if taxonomy and taxonomy not in systems:
         systems.append(taxonomy)
     summary["evaluation"] = run_evaluation(spec, systems, out)
+    summary["report"] = report_run(out or spec.output_uri, None)
     _print(summary)
 
 

@@ -1,0 +1,134 @@
+"""The report stage: a finished (or partial) run -> one self-contained ``index.html`` plus figure files.
+
+    build_report("runs/local", "runs/local/report")   # or an s3:// run root
+
+Writes ``<out_dir>/index.html`` (figures embedded as data: URIs, CSS inline, no script, opens from
+disk with no network) and ``<out_dir>/figures/<id>.svg|png``. Sections, in reading order:
+
+- Value construction (§4.1): scree plot + parallel analysis (``fig-scree``), keyword clusters
+  (``fig-clusters``, Fig. 2a/c), value system diagram (``fig-system``, Fig. 2b/d), subdimension
+  correlations (``fig-subcorr``, Fig. 5), word stability (``fig-stability``); ids get ``-<label>``
+  for each labelled taxonomy (e.g. ``fig-scree-plm``);
+- Value evaluation (§4.2): per-model scores (``fig-scores``, Fig. 3), by training method
+  (``fig-by-training``) and family (``fig-by-family``), size trend (``fig-size-trend``), the value
+  systems side by side (``fig-systems``, Fig. 4);
+- Case study (§4.3): sample answers per model (``table-cases``, Table 1);
+- Run facts: stages and wall time, study spec, counts and invalid reasons, judge and agreement,
+  software versions.
+
+A missing stage never fails the report: its section carries a visible notice (``notice-construction-missing``,
+``notice-evaluation-missing``, ``notice-cases-missing``, ...) and the rest is reported.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import valuelex
+from valuelex.report.figures import FigureWriter, Notice, Section
+from valuelex.report.load import RunData, load_run
+
+log = logging.getLogger(__name__)
+
+SECTIONS = (("construction", "Value construction"), ("evaluation", "Value evaluation"),
+            ("cases", "Case study: sample answers"), ("facts", "Run facts"))
+
+
+def _builders(cases_per_model: int) -> list[tuple[str, str, Callable[[RunData, FigureWriter], Section]]]:
+    from valuelex.report.cases import cases_section
+    from valuelex.report.construction import construction_section
+    from valuelex.report.evaluation import evaluation_section
+    from valuelex.report.facts import facts_section
+
+    funcs = {
+        "construction": construction_section,
+        "evaluation": evaluation_section,
+        "cases": lambda data, _writer: cases_section(data, cases_per_model),
+        "facts": lambda data, _writer: facts_section(data),
+    }
+    return [(sid, title, funcs[sid]) for sid, title in SECTIONS]
+
+
+def _card_text(section: Section) -> str:
+    figures = len(section.figure_ids())
+    tables = sum(1 for i in section.items if i.kind == "table")
+    notices = [n for n in section.notices() if n.level in ("missing", "error")]
+    if section.status == "missing":
+        return notices[0].text if notices else "missing"
+    parts = [f"{figures} figure(s)" if figures else "", f"{tables} table(s)" if tables else ""]
+    text = ", ".join(p for p in parts if p) or "no figures"
+    if notices:
+        text += f"; {len(notices)} part(s) missing or failed"
+    return text
+
+
+def _title(data: RunData) -> str:
+    if data.study and data.study.get("name"):
+        return str(data.study["name"])
+    return data.uri.rstrip("/").rsplit("/", 1)[-1] or data.uri
+
+
+def _clean_figures(writer: FigureWriter) -> None:
+    """Remove figure files a previous report left that this one did not write."""
+    keep = {Path(f).name for files in writer.written.values() for f in files}
+    for path in writer.dir.iterdir():
+        if path.suffix in (".svg", ".png") and path.name not in keep:
+            path.unlink()
+
+
+def default_out(run_uri: str) -> str:
+    """RUN/report for a local run; ./report-<run name> for an s3:// one (the report is a local folder)."""
+    if run_uri.startswith("s3://"):
+        return f"report-{run_uri.rstrip('/').rsplit('/', 1)[-1]}"
+    return str(Path(run_uri.removeprefix("file://")) / "report")
+
+
+def build_report(run_uri: str, out_dir: str, *, embed: str = "svg", cases_per_model: int = 2,
+                 title: str | None = None) -> dict[str, Any]:
+    """Write the report of the run at `run_uri` (local path or s3://) into the local folder `out_dir`.
+
+    `embed`: how figures sit in the page, ``"svg"`` (sharp at any zoom) or ``"png"``; both files are
+    written either way. `cases_per_model`: sentence completions per model in the case table.
+    Returns ``{"index", "figures" (id -> files), "sections" (id -> ok|partial|missing|error),
+    "notices" (the missing / failed parts), "problems" (unreadable inputs), "seconds"}``.
+    """
+    started = time.monotonic()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_run(run_uri)
+    writer = FigureWriter(out, embed)
+    sections: list[Section] = []
+    for sid, section_title, build in _builders(cases_per_model):
+        try:
+            sections.append(build(data, writer))
+        except Exception as exc:  # one broken section must not hide the others
+            log.exception("report: section %s failed", sid)
+            sections.append(Section(id=sid, title=section_title, status="error", items=[Notice(
+                f"This section could not be built: {type(exc).__name__}: {exc}", "error", id=f"notice-{sid}-error")]))
+    _clean_figures(writer)
+    overview_items = [Notice(p, "error", id=f"notice-problem-{i}") for i, p in enumerate(data.problems)]
+    overview = [{"id": s.id, "title": s.title, "status": s.status, "text": _card_text(s)} for s in sections]
+    seconds = round(time.monotonic() - started, 2)
+    from valuelex.report.html import render
+
+    page = render(
+        title=title or _title(data), run_uri=data.uri, valuelex_version=valuelex.__version__,
+        generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), seconds=seconds,
+        sections=sections, overview=overview, overview_items=overview_items,
+    )
+    index = out / "index.html"
+    index.write_text(page, encoding="utf-8")
+    notices = [{"section": s.id, "id": n.id, "level": n.level, "text": n.text}
+               for s in sections for n in s.notices() if n.level in ("missing", "error")]
+    summary = {
+        "index": str(index), "figures": dict(writer.written), "sections": {s.id: s.status for s in sections},
+        "notices": notices, "problems": list(data.problems), "bytes": index.stat().st_size,
+        "seconds": round(time.monotonic() - started, 2),
+    }
+    log.info("report: wrote %s (%d figures, %.1f s)", index, len(writer.written), summary["seconds"])
+    return summary

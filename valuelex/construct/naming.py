@@ -1,0 +1,90 @@
+"""Naming, the last line of Algorithm 1: an LLM names each cluster from its words.
+
+The LLM is any callable from a cluster's words (most important first) to a name, so an engine
+can back it. Without one the name is deterministic: the cluster's most central word (closest to
+the centroid of its members' embeddings), title-cased. Names are unique across a taxonomy, also
+after the evaluation stage's key folding ("Self-Competent" -> self_competent), so a subdimension
+never repeats its dimension's name; the words behind every name are kept.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+Namer = Callable[[list[str]], str]
+"""An LLM naming a cluster: its words, most important first -> a short name."""
+
+MAX_NAME_CHARS = 60
+
+
+def central_order(words: Sequence[str], embeddings: np.ndarray) -> list[str]:
+    """Words sorted by cosine similarity to their centroid, most central first (ties by word)."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    centroid = x.mean(axis=0)
+    sims = x @ (centroid / max(np.linalg.norm(centroid), 1e-12))
+    return [words[i] for i in sorted(range(len(words)), key=lambda i: (-round(float(sims[i]), 9), words[i]))]
+
+
+def name_key(name: str) -> str:
+    """The identity of a name for the evaluation stage: lower-cased, non-alphanumerics collapsed to '_'."""
+    return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
+
+
+def title(word: str) -> str:
+    """'open-minded' -> 'Open-Minded'."""
+    return "-".join(part[:1].upper() + part[1:] for part in word.split("-"))
+
+
+def definition(anchors: Sequence[str]) -> str:
+    """The deterministic definition the evaluation stage reads: 'Values such as a, b, c.'"""
+    return f"Values such as {', '.join(anchors)}."
+
+
+def _clean(name: str) -> str:
+    first = (name or "").strip().splitlines()[0] if (name or "").strip() else ""
+    first = re.sub(r"^(?:name|dimension|cluster)\s*:\s*", "", first, flags=re.IGNORECASE)
+    return first.strip(" \t\"'`*.:").strip()[:MAX_NAME_CHARS]
+
+
+@dataclass(frozen=True)
+class Naming:
+    """A cluster's name and how it was obtained."""
+
+    name: str
+    method: str  # "llm" | "fallback"
+
+
+class ClusterNamer:
+    """Names clusters one after another, keeping names unique (case-insensitive)."""
+
+    def __init__(self, namer: Namer | None = None):
+        self.namer = namer
+        self.used: set[str] = set()
+        self.failures: list[str] = []
+
+    def _unique(self, name: str) -> str:
+        candidate, n = name, 2
+        while name_key(candidate) in self.used:
+            candidate, n = f"{name} ({n})", n + 1
+        self.used.add(name_key(candidate))
+        return candidate
+
+    def name(self, ranked_words: Sequence[str], central_words: Sequence[str]) -> Naming:
+        """Name one cluster: `ranked_words` go to the LLM, `central_words` feed the fallback."""
+        if self.namer is not None:
+            try:
+                proposed = _clean(self.namer(list(ranked_words)))
+            except Exception as exc:  # an engine failure must not lose the taxonomy
+                self.failures.append(f"{type(exc).__name__}: {exc}")
+                proposed = ""
+            if name_key(proposed):
+                return Naming(self._unique(proposed), "llm")
+        for word in central_words:
+            if name_key(title(word)) not in self.used:
+                return Naming(self._unique(title(word)), "fallback")
+        return Naming(self._unique(title(central_words[0])), "fallback")

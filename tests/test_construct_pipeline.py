@@ -374,3 +374,30 @@ def test_min_loading_keeps_noise_words_out_of_the_taxonomy(embedder: SentenceEmb
     assert set(noise) <= set(everything)  # min_loading 0 places every word somewhere
     strict = _labels(analyse(inc, loose.model_copy(update={"min_loading": 0.3}), emb))
     assert not set(noise) & set(strict) and len(set(truth) & set(strict)) >= 22
+
+
+def test_clusters_are_named_by_an_engine_in_one_run(
+    tmp_path: Path, embedder: SentenceEmbedder, ray_local: None
+) -> None:
+    from tests.fault_server import FaultServer
+
+    root = OutputRoot(str(tmp_path / "run"))
+    root.table("elicitation").write(synthetic_elicitation(200, strength=1.8, p_mention=0.3, seed=6))
+    with FaultServer() as server:
+        namer = {"name": "namer", "source": "namer", "engine": "openai", "training": "aligned", "family": "f",
+                 "prompting": "chat", "options": {"base_url": server.base_url}}
+        study = Study.model_validate({**_study(root.uri).model_dump(mode="json"),
+                                      "models": [namer], "construction": {"naming": "namer", "seed": 6}})
+        run_construction(study, embedder=embedder)
+        asked = sum(server.attempts.values())
+    taxonomy = load_taxonomy(root.uri)
+    named = [taxonomy.dimensions, *[d.subdimensions for d in taxonomy.dimensions]]
+    nodes = [node for group in named for node in group]
+    assert asked == len(nodes) == 9  # one request per cluster, all in one engine run
+    assert all(node.name_method == "llm" and node.name.startswith("values for") for node in nodes)
+    assert len({node.name for node in nodes}) == 9
+
+
+def test_naming_model_must_be_a_study_model(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"construction\.naming: no model named 'ghost'"):
+        Study.model_validate({**_study(str(tmp_path)).model_dump(mode="json"), "construction": {"naming": "ghost"}})

@@ -119,13 +119,19 @@ class Study(Strict):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
 
     @model_validator(mode="after")
-    def _unique_names(self) -> Study:
+    def _consistent_names(self) -> Study:
         for field, items in (("models", self.models), ("decoding", self.decoding)):
             seen: set[str] = set()
             for index, item in enumerate(items):
                 if item.name in seen:
                     raise ValueError(f"{field}[{index}].name: duplicate name {item.name!r}")
                 seen.add(item.name)
+        names = {m.name for m in self.models}
+        references = (("construction.naming", self.construction.naming),
+                      ("evaluation.judge_model", self.evaluation.judge_model))
+        for field, value in references:
+            if isinstance(value, str) and value not in names:
+                raise ValueError(f"{field}: no model named {value!r} in models ({sorted(names)})")
         return self
 
     @property

@@ -12,8 +12,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from valuelex.spec import ModelSpec
+
+T = TypeVar("T")
 
 Namer = Callable[[list[str]], str]
 """An LLM naming a cluster: its words, most important first -> a short name."""
@@ -88,3 +94,45 @@ class ClusterNamer:
             if name_key(title(word)) not in self.used:
                 return Naming(self._unique(title(word)), "fallback")
         return Naming(self._unique(title(central_words[0])), "fallback")
+
+
+NAMING_PROMPT = (
+    "Language models used these words to describe their own values, most typical first: {words}.\n"
+    "Give one short name (one to three words) for the value they share. Answer with the name only."
+)
+NAMING_COMPLETION = "Words: {words}.\nThe one value these words share is called:"
+
+
+def engine_names(model: ModelSpec, clusters: Sequence[Sequence[str]], seed: int = 0) -> list[str]:
+    """Ask a model (any engine) to name every cluster, one request per cluster, in one engine run."""
+    import ray.data
+
+    from valuelex.engines.base import build_engine
+    from valuelex.runtime import ensure_ray
+
+    ensure_ray()
+    template = NAMING_PROMPT if model.prompting == "chat" else NAMING_COMPLETION
+    rows = [{"row_id": f"name-{i}", "model": model.name, "prompting": model.prompting,
+             "prompt": template.format(words=", ".join(words[:15])), "temperature": 0.0, "top_p": 1.0,
+             "max_tokens": 16, "seed": seed + i} for i, words in enumerate(clusters)]
+    results = build_engine(model).generate(ray.data.from_items(rows)).take_all()
+    answers = {r["row_id"]: r["response"] or "" for r in results}
+    return [answers.get(f"name-{i}", "") for i in range(len(clusters))]
+
+
+def named_by_engine(model: ModelSpec, build: Callable[[Namer | None], T], seed: int = 0) -> T:
+    """Run `build` (which names clusters through the namer it is given) with an engine's names.
+
+    A first pass records which word lists ask for a name; one engine run names them all; the
+    second pass gets them from a table. A name the model leaves empty falls back to the
+    deterministic one, as does every name when the engine fails.
+    """
+    asked: list[list[str]] = []
+
+    def record(words: list[str]) -> str:
+        asked.append(list(words))
+        return ""
+
+    build(record)
+    names = dict(zip((tuple(w) for w in asked), engine_names(model, asked, seed), strict=True))
+    return build(lambda words: names.get(tuple(words), ""))

@@ -23,9 +23,9 @@ from valuelex.construct.clustering import Embedder, load_embedder
 from valuelex.construct.config import ConstructionSpec
 from valuelex.construct.cooccurrence import build_incidence, prune
 from valuelex.construct.lexicon import Judge, judge_words
-from valuelex.construct.naming import Namer
+from valuelex.construct.naming import Namer, named_by_engine
 from valuelex.construct.stability import bootstrap_stability
-from valuelex.construct.taxonomy import Corpus, taxonomy_document
+from valuelex.construct.taxonomy import Corpus, Taxonomy, taxonomy_document
 from valuelex.errors import ConstructionError
 from valuelex.records import record_stage
 from valuelex.store import OutputRoot, join
@@ -123,12 +123,14 @@ def run_construction(study: Study, out_uri: str | None = None, *, namer: Namer |
     embedding_model = getattr(embedder, "name", None) or spec.embedding_model or "custom"
     embeddings = embedder(pruned.words) if pruned.words else np.zeros((0, 1), dtype=np.float32)
     structure = analyse(pruned, spec, embeddings)
-    naming_notes = []
+    def build(chosen_namer: Namer | None) -> Taxonomy:
+        return assemble(structure, pruned, spec, embeddings, corpus, namer=chosen_namer,
+                        embedding_model=embedding_model, study=study.name, study_fingerprint=study.fingerprint())
+
     if spec.naming and namer is None:
-        naming_notes.append(f"naming model {spec.naming!r} was not connected to an engine; deterministic names used")
-        log.warning(naming_notes[-1])
-    taxonomy = assemble(structure, pruned, spec, embeddings, corpus, namer=namer, embedding_model=embedding_model,
-                        study=study.name, study_fingerprint=study.fingerprint(), naming_notes=naming_notes)
+        taxonomy = named_by_engine(study.model(spec.naming), build, spec.seed)
+    else:
+        taxonomy = build(namer)
     stability_table, summary = bootstrap_stability(pruned, structure, taxonomy, spec, embeddings)
     taxonomy = taxonomy.model_copy(update={"stability": summary})
 

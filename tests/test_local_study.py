@@ -1,0 +1,85 @@
+"""The README's main command end to end: `valuelex run configs/local.yaml`, offline, on the packaged
+small models — elicitation, construction, evaluation with the embedding judge, and the report,
+which must open in headless Chromium with every figure and no error. The slowest test (minutes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.test_report import CHROMIUM, CONSTRUCTION_FIGURES, EVALUATION_FIGURES, Elements, _chromium
+from valuelex import grid
+from valuelex.evaluate.systems import load_value_system
+from valuelex.spec import load_study
+from valuelex.store import OutputRoot
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+REPO = Path(__file__).resolve().parent.parent
+STUDY = REPO / "configs" / "local.yaml"
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("local") / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "valuelex.cli", "run", str(STUDY), "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=3000, check=False, cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out, json.loads(result.stdout)
+
+
+def test_every_stage_wrote_its_output(local_run: tuple[Path, dict]) -> None:
+    out, summary = local_run
+    study = load_study(STUDY)
+    root = OutputRoot(str(out))
+    assert root.table("elicitation").read().num_rows == grid.count(study, "elicitation") == 180
+    assert root.table("completions").read().num_rows == grid.count(study, "completion") == 600
+    assert summary["elicitation"]["rows_failed"] == 0
+    for stage in ("elicitation", "completion", "construction", "evaluation"):
+        record = root.read_json(f"stages/{stage}.json")
+        assert record is not None and record["seconds"] > 0 and record["versions"]["ray"] == "2.60.0", stage
+
+
+def test_construction_made_a_value_system_the_evaluation_used(local_run: tuple[Path, dict]) -> None:
+    out, summary = local_run
+    taxonomy = load_value_system(out / "taxonomy.json")
+    assert len(taxonomy.dimensions) == summary["construction"]["k"] >= 2
+    assert all(len(d.subdimensions) == 2 for d in taxonomy.dimensions)
+    scores = pd.read_parquet(out / "scores.parquet")
+    assert {"valuelex", "schwartz", "mft", taxonomy.name} <= set(scores["system"])
+
+
+def test_scores_follow_eq4_with_intervals(local_run: tuple[Path, dict]) -> None:
+    out, _ = local_run
+    scores = pd.read_parquet(out / "scores.parquet")
+    assert set(scores["model"]) == {"smollm2-135m-instruct", "gemma3-270m"}
+    valid = scores.dropna(subset=["w"])
+    assert ((valid["w"] >= 0) & (valid["w"] <= 1)).all()
+    assert ((valid["ci_low"] <= valid["w"] + 1e-9) & (valid["w"] <= valid["ci_high"] + 1e-9)).all()
+    valuelex = scores[scores["system"] == "valuelex"]
+    assert {"Competence", "Character", "Integrity"} <= set(valuelex["dimension"])
+    assert (valuelex["n"] > 0).all()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed (apt-get install -y chromium)")
+def test_report_opens_in_chromium_with_every_figure(local_run: tuple[Path, dict], tmp_path: Path) -> None:
+    out, summary = local_run
+    index = out / "report" / "index.html"
+    assert summary["report"]["index"] == str(index) and index.exists()
+    dom = _chromium(tmp_path / "profile", "--enable-logging=stderr", "--v=0", "--dump-dom", index.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert not [line for line in dom.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    page = Elements(dom.stdout)
+    assert set(CONSTRUCTION_FIGURES + EVALUATION_FIGURES) <= set(page.ids("img"))
+    assert page.count("script") == 0
+    shot = tmp_path / "local-report.png"
+    result = _chromium(tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,3000", index.as_uri())
+    assert result.returncode == 0 and shot.stat().st_size > 50_000

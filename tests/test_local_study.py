@@ -86,3 +86,25 @@ def test_report_opens_in_chromium_with_every_figure(local_run: tuple[Path, dict]
     shot = tmp_path / "local-report.png"
     result = _chromium(tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,3000", index.as_uri())
     assert result.returncode == 0 and shot.stat().st_size > 50_000
+
+
+def test_compare_the_two_local_models(local_run: tuple[Path, dict], tmp_path: Path) -> None:
+    """Issue 9 on real output: aligned chat model minus base model, per dimension, with the CLI too."""
+    import numpy as np
+
+    from valuelex.compare import compare
+    from valuelex.report.stage import build_report
+
+    out, _ = local_run
+    frame = compare(str(out), "gemma3-270m", "smollm2-135m-instruct", system="valuelex")
+    assert (out / "comparisons" / "gemma3-270m__vs__smollm2-135m-instruct__valuelex.parquet").exists()
+    w = pd.read_parquet(out / "scores.parquet").query("system == 'valuelex'").set_index(["model", "key"])["w"]
+    np.testing.assert_allclose(frame["w_a"], w.loc["gemma3-270m"].loc[frame["key"]])
+    np.testing.assert_allclose(frame["w_b"], w.loc["smollm2-135m-instruct"].loc[frame["key"]])
+    assert (frame["n_stems"] == 50).all() and (frame["p_adj"] >= frame["p"]).all()
+    assert ((frame["ci_low"] <= frame["diff"]) & (frame["diff"] <= frame["ci_high"])).all()
+    cli = subprocess.run([sys.executable, "-m", "valuelex.cli", "compare", str(out), "--a", "gemma3-270m",
+                          "--b", "smollm2-135m-instruct", "--system", "mft"], capture_output=True, text=True,
+                         cwd=REPO, check=False)
+    assert cli.returncode == 0 and "M needed" in cli.stdout, cli.stderr
+    assert build_report(str(out), str(tmp_path / "report"))["sections"]["comparison"] == "ok"

@@ -162,6 +162,61 @@ def validate(study: StudyArg) -> None:
     })
 
 
+@app.command("compare")
+@user_errors
+def compare(
+    run_uri: Annotated[str, typer.Argument(metavar="RUN", help="a run's output root (path or s3://)")],
+    a: Annotated[str | None, typer.Option("--a", help="model a, the reference (e.g. the base checkpoint)")] = None,
+    b: Annotated[str | None, typer.Option("--b", help="model b, compared with a (e.g. the fine-tuned one)")] = None,
+    system: Annotated[str, typer.Option(
+        "--system", help="value system: valuelex, schwartz, mft, a YAML / taxonomy.json path, or a taxonomy of the run",
+    )] = "valuelex",
+    groups: Annotated[str | None, typer.Option(
+        "--groups", help="instead of --a/--b: family-training (each base vs its tuned model), "
+                         "FIELD:A/B (e.g. training:pretrained/aligned; + joins values) or size-trend",
+    )] = None,
+    judge: Annotated[str | None, typer.Option(help="the judge whose judgments to use (default: the scores')")] = None,
+    correction: Annotated[str, typer.Option(help="across dimensions: holm, bh or none")] = "holm",
+    alpha: Annotated[float, typer.Option(help="significance level")] = 0.05,
+    delta: Annotated[float, typer.Option(help="difference to detect (0-1 scale of w), for the power part")] = 0.05,
+    target_power: Annotated[float, typer.Option("--power", help="power wanted for a difference of --delta")] = 0.8,
+    unit: Annotated[str | None, typer.Option(
+        help="permutation unit: stem (default for --a/--b), cell, or models (default for FIELD:A/B groups)",
+    )] = None,
+    permutations: Annotated[int, typer.Option(help="sign flips / relabellings (at least 2000)")] = 10_000,
+    resamples: Annotated[int, typer.Option(help="bootstrap resamples of the CI")] = 2000,
+    seed: Annotated[int, typer.Option(help="seed of the permutations and the bootstrap")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print the rows as JSON")] = False,
+) -> None:
+    """Did fine-tuning move the values? b − a per dimension with CIs, corrected permutation p-values, effect
+    sizes and the M needed; written to RUN/comparisons/ and shown in the report."""
+    from valuelex import compare as comparing
+    from valuelex.errors import StudyError
+
+    if groups is None and (a is None or b is None):
+        raise StudyError("compare: name two models with --a and --b, or groups with --groups")
+    if groups is not None and (a is not None or b is not None):
+        raise StudyError("compare: give either --a/--b or --groups, not both")
+    settings: dict[str, Any] = {"judge": judge, "correction": correction, "alpha": alpha, "permutations": permutations,
+                                "resamples": resamples, "seed": seed, "delta": delta, "target_power": target_power}
+    if groups is not None and groups.strip() == "size-trend":
+        frame = comparing.size_trend(run_uri, system, judge=judge)
+        text = comparing.format_trend(frame)
+    elif groups is not None:
+        frame = comparing.compare_groups(run_uri, groups, system, unit=unit, **settings)
+        text = comparing.format_comparison(frame)
+        if frame.attrs.get("skipped"):
+            text += "not paired: " + "; ".join(frame.attrs["skipped"]) + "\n"
+    else:
+        frame = comparing.compare(run_uri, a, b, system, unit=unit or "stem", **settings)
+        text = comparing.format_comparison(frame)
+    files = comparing.written_files(run_uri, frame)
+    if as_json:
+        _print({"files": files, "rows": comparing.summary(frame)})
+    else:
+        typer.echo(text + "".join(f"written: {f}\n" for f in files), nl=False)
+
+
 def main() -> None:
     app(prog_name="valuelex")
 

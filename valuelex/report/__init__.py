@@ -3,8 +3,8 @@
 Modules: `load` (read whatever the stages wrote, never failing), `figures` (report items and
 matplotlib plumbing), one module per figure group -- `construction` (scree, clusters, value system,
 correlations, stability), `evaluation` (Fig. 3, groupings, size trend), `systems` (Fig. 4),
-`cases` (Table 1), `facts` (spec, counts, judge, versions, wall time) -- then `html` (the Jinja2
-page) and `stage` (`build_report`).
+`comparison` (what `valuelex compare` wrote), `cases` (Table 1), `facts` (spec, counts, judge, versions,
+wall time) -- then `html` (the Jinja2 page) and `stage` (`build_report`).
 
 `build_report` is imported lazily so that importing the package does not load matplotlib.
 """

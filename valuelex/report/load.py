@@ -9,6 +9,7 @@ shows it). What is read, relative to the output root:
 - ``taxonomy.json`` and ``taxonomy-<label>.json`` with their tables ``construction[-<label>]/stability``
   and ``construction[-<label>]/words``;
 - ``scores.parquet``, ``evaluation.json`` and the tables ``judgments/<system>``;
+- ``comparisons/*.parquet`` written by `valuelex compare` (file stem -> rows, in `RunData.comparisons`);
 - optional records no stage writes yet: ``judge_check.json`` (the dict of
   `valuelex.evaluate.agreement.judge_check`) and ``stages/<stage>.json`` (``seconds``, ``started``,
   ``finished``, ``versions``, ...). They are shown when present and reported as "not recorded" otherwise.
@@ -75,6 +76,7 @@ class RunData:
     stale_judgments: dict[str, int] = field(default_factory=dict)
     judge_check: dict[str, Any] | None = None
     stage_records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    comparisons: dict[str, pd.DataFrame] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -211,6 +213,14 @@ def _judgments(root: OutputRoot, data: RunData) -> None:
         data.stale_judgments[system] = stale
 
 
+def _comparisons(root: OutputRoot, data: RunData) -> None:
+    for info in _list_dir(root, "comparisons"):
+        if info.type == pafs.FileType.File and info.base_name.endswith(".parquet"):
+            frame = _read_parquet_file(root, f"comparisons/{info.base_name}", data)
+            if frame is not None:
+                data.comparisons[info.base_name.removesuffix(".parquet")] = frame
+
+
 def load_run(run_uri: str) -> RunData:
     """Everything readable under `run_uri` (local path or s3://); problems are collected, not raised."""
     data = RunData(uri=run_uri)
@@ -233,6 +243,10 @@ def load_run(run_uri: str) -> RunData:
         _judgments(root, data)
     except Exception as exc:
         data.problems.append(f"judgments: cannot be read: {exc}")
+    try:
+        _comparisons(root, data)
+    except Exception as exc:
+        data.problems.append(f"comparisons: cannot be read: {exc}")
     data.judge_check = _read_json(root, "judge_check.json", data)
     for stage in STAGES:
         record = _read_json(root, f"stages/{stage}.json", data)

@@ -12,6 +12,8 @@ disk with no network) and ``<out_dir>/figures/<id>.svg|png``. Sections, in readi
 - Value evaluation (§4.2): per-model scores (``fig-scores``, Fig. 3), by training method
   (``fig-by-training``) and family (``fig-by-family``), size trend (``fig-size-trend``), the value
   systems side by side (``fig-systems``, Fig. 4);
+- Model comparisons (only when ``valuelex compare`` wrote ``comparisons/``): difference plots
+  (``fig-compare-<a>-vs-<b>-<system>``) and tables, size trends by training method;
 - Case study (§4.3): sample answers per model (``table-cases``, Table 1);
 - Run facts: stages and wall time, study spec, counts and invalid reasons, judge and agreement,
   software versions.
@@ -36,11 +38,12 @@ from valuelex.report.load import RunData, load_run
 log = logging.getLogger(__name__)
 
 SECTIONS = (("construction", "Value construction"), ("evaluation", "Value evaluation"),
-            ("cases", "Case study: sample answers"), ("facts", "Run facts"))
+            ("comparison", "Model comparisons"), ("cases", "Case study: sample answers"), ("facts", "Run facts"))
 
 
-def _builders(cases_per_model: int) -> list[tuple[str, str, Callable[[RunData, FigureWriter], Section]]]:
+def _builders(cases_per_model: int) -> list[tuple[str, str, Callable[[RunData, FigureWriter], Section | None]]]:
     from valuelex.report.cases import cases_section
+    from valuelex.report.comparison import comparison_section
     from valuelex.report.construction import construction_section
     from valuelex.report.evaluation import evaluation_section
     from valuelex.report.facts import facts_section
@@ -48,6 +51,7 @@ def _builders(cases_per_model: int) -> list[tuple[str, str, Callable[[RunData, F
     funcs = {
         "construction": construction_section,
         "evaluation": evaluation_section,
+        "comparison": comparison_section,  # None (left out) when the run has no comparisons/
         "cases": lambda data, _writer: cases_section(data, cases_per_model),
         "facts": lambda data, _writer: facts_section(data),
     }
@@ -105,7 +109,8 @@ def build_report(run_uri: str, out_dir: str, *, embed: str = "svg", cases_per_mo
     sections: list[Section] = []
     for sid, section_title, build in _builders(cases_per_model):
         try:
-            sections.append(build(data, writer))
+            if (section := build(data, writer)) is not None:
+                sections.append(section)
         except Exception as exc:  # one broken section must not hide the others
             log.exception("report: section %s failed", sid)
             sections.append(Section(id=sid, title=section_title, status="error", items=[Notice(

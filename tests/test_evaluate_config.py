@@ -37,9 +37,8 @@ def test_judge_model_by_name_or_mapping(tmp_path):
     judge = {**SMOLLM_MODEL, "name": "j"}
     mapping = load_study(write_study(tmp_path, evaluation={"judge": "llm", "judge_model": judge}))
     assert mapping.evaluation.judge_model_spec(mapping).name == "j"
-    unknown = load_study(write_study(tmp_path, evaluation={"judge": "llm", "judge_model": "nope"}))
-    with pytest.raises(StudyError, match="no model 'nope'"):
-        unknown.evaluation.judge_model_spec(unknown)
+    with pytest.raises(StudyError, match=r"study\.yaml: evaluation\.judge_model: no model named 'nope'"):
+        load_study(write_study(tmp_path, evaluation={"judge": "llm", "judge_model": "nope"}))  # refused at load
     broken = load_study(write_study(tmp_path, evaluation={"judge": "llm", "judge_model": {"name": "j"}}))
     with pytest.raises(StudyError, match=r"evaluation.judge_model: source: Field required"):
         broken.evaluation.judge_model_spec(broken)

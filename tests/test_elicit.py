@@ -78,7 +78,9 @@ def test_killed_run_resumes_to_exact_grid_with_same_answers(
     seeds give the same answers as the first run (samples 0-1) while raising M only adds rows."""
     _, first_out, _ = tiny_run
     smollm = {**SMOLLM_MODEL, "options": {**SMOLLM_MODEL["options"], "batch_size": 2}}
-    path = write_study(tmp_path, models=[smollm], samples=6, shard_rows=2)
+    # 48 rows in batches of 2: ray.data.llm keeps 8 batches in flight, so the first shard lands
+    # while two more waves are still queued and the kill always interrupts real work
+    path = write_study(tmp_path, models=[smollm], samples=12, shard_rows=2)
     out = str(tmp_path / "out")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
@@ -94,7 +96,7 @@ def test_killed_run_resumes_to_exact_grid_with_same_answers(
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     kept = stored(out)
-    total = 2 * 2 * 6
+    total = 2 * 2 * 12
     assert 0 < kept.num_rows < total, "the kill came too late to interrupt anything"
 
     study = load_study(path)

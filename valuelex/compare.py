@@ -1036,12 +1036,18 @@ def size_trend(run_uri: str, system: str | ValueSystem = "valuelex", *, judge: s
 # --- text output --------------------------------------------------------------------------------------
 
 
-def _num(value: Any, digits: int = 3, signed: bool = False) -> str:
+def as_finite(value: Any) -> float | None:
+    """A finite float, or None for missing, NaN, infinite or non-numeric values (shown as '—')."""
     try:
         number = float(value)
     except (TypeError, ValueError):
-        return "—"
-    if not np.isfinite(number):
+        return None
+    return number if np.isfinite(number) else None
+
+
+def _num(value: Any, digits: int = 3, signed: bool = False) -> str:
+    number = as_finite(value)
+    if number is None:
         return "—"
     return f"{number:+.{digits}f}" if signed else f"{number:.{digits}f}"
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from valuelex.compare import as_finite
 from valuelex.report.figures import (
     FigureWriter,
     Notice,
@@ -40,11 +41,8 @@ UNIT_TEXT = {"stem": "sign flips of the cell differences, stem by stem", "cell":
 
 
 def _p(value: Any) -> str:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return "—"
-    if not np.isfinite(number):
+    number = as_finite(value)
+    if number is None:
         return "—"
     return f"{number:.4f}" if number >= 0.0001 else f"{number:.1e}"
 

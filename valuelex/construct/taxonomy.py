@@ -43,22 +43,22 @@ class WordEntry(_Model):
     position: Point = Field(description="2-D PCA of the word embeddings")
 
 
-class Subdimension(_Model):
+class _Named(_Model):
+    """What dimensions and subdimensions share: the name, definition and anchors evaluation reads."""
+
     id: str
     name: str = Field(min_length=1)
     definition: str = Field(min_length=1)
     anchors: list[str] = Field(min_length=1)
     name_method: Literal["llm", "fallback"] = "fallback"
+
+
+class Subdimension(_Named):
     position: Point = Field(description="classical MDS of 1 - correlation among subdimensions")
     words: list[WordEntry] = Field(min_length=1)
 
 
-class Dimension(_Model):
-    id: str
-    name: str = Field(min_length=1)
-    definition: str = Field(min_length=1)
-    anchors: list[str] = Field(min_length=1)
-    name_method: Literal["llm", "fallback"] = "fallback"
+class Dimension(_Named):
     factor: int = Field(ge=0, description="column of the EFA loadings")
     variance_explained: float
     position: Point = Field(description="mean position of its subdimensions")

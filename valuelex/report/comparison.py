@@ -175,6 +175,18 @@ def _stale(data: RunData, frame: pd.DataFrame) -> bool:
     return False
 
 
+def _unreadable(section: Section, name: str, frame: pd.DataFrame, required: set[str], notice_id: str) -> bool:
+    """Mark the section partial with a notice when a comparison file is empty or lacks columns."""
+    missing = sorted(required - set(frame.columns))
+    if not frame.empty and not missing:
+        return False
+    section.status = "partial"
+    section.add(Notice(f"comparisons/{name}.parquet cannot be shown: "
+                       f"{'it is empty' if frame.empty else 'it lacks ' + ', '.join(missing)}.", "error",
+                       id=notice_id))
+    return True
+
+
 def comparison_section(data: RunData, writer: FigureWriter) -> Section | None:
     """The "Model comparisons" section, or None when the run has no comparisons/ file."""
     if not data.comparisons:
@@ -188,11 +200,7 @@ def comparison_section(data: RunData, writer: FigureWriter) -> Section | None:
     trends = {name: frame for name, frame in data.comparisons.items() if name.startswith("size-trend__")}
     for name, frame in sorted(pairs.items()):
         fig_id = f"fig-compare-{slug(name)}"
-        if frame.empty or (missing := sorted(REQUIRED - set(frame.columns))):
-            section.status = "partial"
-            section.add(Notice(f"comparisons/{name}.parquet cannot be shown: "
-                               f"{'it is empty' if frame.empty else 'it lacks ' + ', '.join(missing)}.", "error",
-                               id=f"notice-{fig_id}-unreadable"))
+        if _unreadable(section, name, frame, REQUIRED, f"notice-{fig_id}-unreadable"):
             continue
         first = frame.iloc[0]
         section.add(Subheading(id=f"compare-{slug(name)}", text=f"{first['b']} − {first['a']} ({first['system']})"))
@@ -203,11 +211,7 @@ def comparison_section(data: RunData, writer: FigureWriter) -> Section | None:
         section.add(writer.render(fig_id, f"{first['b']} − {first['a']}", lambda frame=frame: difference_figure(frame)))
         section.add(difference_table(frame, f"table-compare-{slug(name)}"))
     for name, frame in sorted(trends.items()):
-        if frame.empty or (missing := sorted(TREND_REQUIRED - set(frame.columns))):
-            section.status = "partial"
-            section.add(Notice(f"comparisons/{name}.parquet cannot be shown: "
-                               f"{'it is empty' if frame.empty else 'it lacks ' + ', '.join(missing)}.", "error",
-                               id=f"notice-{slug(name)}-unreadable"))
+        if _unreadable(section, name, frame, TREND_REQUIRED, f"notice-{slug(name)}-unreadable"):
             continue
         section.add(trend_table(frame, f"table-{slug(name)}"))
     return section

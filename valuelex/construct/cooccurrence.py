@@ -175,11 +175,26 @@ def prune(incidence: Incidence, min_units: int) -> tuple[Incidence, Pruning]:
 # --- correlations --------------------------------------------------------------------------------
 
 
+DENSE_MIN_DENSITY = 0.01
+DENSE_MAX_CELLS = 64_000_000  # 256 MB as float32
+
+
 def cooccurrence_counts(binary: sp.spmatrix) -> tuple[np.ndarray, np.ndarray, int]:
-    """(n11 matrix of joint use, units per word, number of units) of a 0/1 incidence matrix."""
-    binary = sp.csc_matrix(binary, dtype=np.float64)
-    joint = np.asarray((binary.T @ binary).toarray())
-    return joint, np.diag(joint).copy(), binary.shape[0]
+    """(n11 matrix of joint use, units per word, number of units) of a 0/1 incidence matrix.
+
+    Value words are common (a third of respondents use a typical kept word), so the sparse product
+    does more work than a dense BLAS one: above 1% density the matrix goes dense in float32, which
+    counts exactly below 2**24 units and is ~15x faster at 52,500 respondents.
+    """
+    n_units, n_words = binary.shape
+    cells = n_units * n_words
+    if cells and binary.nnz / cells >= DENSE_MIN_DENSITY and cells <= DENSE_MAX_CELLS and n_units < 2**24:
+        dense = binary.toarray().astype(np.float32, copy=False)
+        joint = (dense.T @ dense).astype(np.float64)
+    else:
+        binary = sp.csc_matrix(binary, dtype=np.float64)
+        joint = np.asarray((binary.T @ binary).toarray())
+    return joint, np.diag(joint).copy(), n_units
 
 
 def phi_from_counts(joint: np.ndarray, used: np.ndarray, n: int) -> np.ndarray:

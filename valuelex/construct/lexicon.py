@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 
 import pyarrow as pa
@@ -156,8 +156,11 @@ def _canonical(word: str) -> str:
     return VARIANTS.get(word, word)
 
 
+@lru_cache(maxsize=1 << 16)
 def normalize_word(token: str) -> str | None:
-    """The canonical form of one token, or None when it is not a value-word candidate."""
+    """The canonical form of one token, or None when it is not a value-word candidate.
+
+    Cached: answers reuse a small vocabulary, and this is most of extraction's time at scale."""
     word = token.lower().replace("’", "'")
     word = _POSSESSIVE.sub("", word).strip("-'")
     if not 3 <= len(word) <= 30 or not _WORD.fullmatch(word):
@@ -312,15 +315,22 @@ def extract_table(chunk: pa.Table) -> pa.Table:
     for required in ("row_id", "model", "config", "response"):
         if required not in chunk.column_names:
             raise KeyError(f"elicitation table has no column {required!r}")
-    columns = {name: _column(chunk, name) for name in OCCURRENCE_SCHEMA.names if name not in ("word", "surface")}
     responses, errors = _column(chunk, "response"), _column(chunk, "error")
-    out: dict[str, list] = {name: [] for name in OCCURRENCE_SCHEMA.names}
+    rows: list[int] = []
+    words: list[str] = []
+    surfaces: list[str] = []
     for index, response in enumerate(responses):
         if errors[index] is not None or response is None:
             continue
         for item in extract(response):
-            for name, values in columns.items():
-                out[name].append(values[index])
-            out["word"].append(item.word)
-            out["surface"].append(item.surface)
-    return pa.table(out, schema=OCCURRENCE_SCHEMA)
+            rows.append(index)
+            words.append(item.word)
+            surfaces.append(item.surface)
+    take = pa.array(rows, type=pa.int64())
+    columns = {
+        field.name: chunk.column(field.name).take(take).cast(field.type) if field.name in chunk.column_names
+        else pa.nulls(len(rows), field.type)
+        for field in OCCURRENCE_SCHEMA if field.name not in ("word", "surface")
+    }
+    columns["word"], columns["surface"] = pa.array(words, pa.string()), pa.array(surfaces, pa.string())
+    return pa.table({name: columns[name] for name in OCCURRENCE_SCHEMA.names}, schema=OCCURRENCE_SCHEMA)

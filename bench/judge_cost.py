@@ -12,7 +12,7 @@ hit rate that vLLM reports (cached prompt tokens / prompt tokens) are added.
 
 Completions come from ``--store`` (the first N successful rows of its completions table) or, by
 default, from a small built-in set. Prints a table and writes JSON (default
-``runs/bench/judge_cost.json``).
+``bench/results/judge_cost.json``).
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", default=None, help="output root whose completions to use")
     parser.add_argument("--run", action="store_true", help="also run both designs on vLLM and measure")
     parser.add_argument("--max-tokens", type=int, default=320)
-    parser.add_argument("--json", default="runs/bench/judge_cost.json", help="where to write the result JSON")
+    parser.add_argument("--json", default="bench/results/judge_cost.json", help="where to write the result JSON")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from valuelex.sources import materialize

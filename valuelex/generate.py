@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from valuelex import grid
-from valuelex.engines.base import RESULT_FIELDS, build_engine
+from valuelex.engines.base import RESULT_FIELDS, build_engine, request_dataset
 from valuelex.instruments import Stage
 from valuelex.records import record_stage
 from valuelex.spec import ModelSpec, Study
@@ -103,8 +103,6 @@ def run_model(
     samples: int | None = None, use_gpu: bool | None = None,
 ) -> dict[str, float]:
     """Generate one model's missing rows; returns its counts (rows, skipped, generated, failed, tokens)."""
-    import ray.data
-
     rows = [r for r in grid.requests(study, stage, model, samples=samples) if r["row_id"] not in done]
     total = grid.count(study, stage, model, samples=samples)
     counts = {"rows": total, "skipped": total - len(rows), "generated": len(rows), "failed": 0, "tokens": 0,
@@ -115,7 +113,7 @@ def run_model(
     table = root.table(TABLES[stage])
     progress = Progress(f"{stage} {model.name}", total, total - len(rows))
     started = time.monotonic()
-    results = build_engine(model, use_gpu=use_gpu).generate(ray.data.from_items(rows))
+    results = build_engine(model, use_gpu=use_gpu).generate(request_dataset(rows, model.options.batch_size))
     for batch in results.iter_batches(batch_size=study.shard_rows, batch_format="pyarrow"):
         shard = conform(batch)
         table.write(shard)

@@ -105,9 +105,7 @@ NAMING_COMPLETION = "Words: {words}.\nThe one value these words share is called:
 
 def engine_names(model: ModelSpec, clusters: Sequence[Sequence[str]], seed: int = 0) -> list[str]:
     """Ask a model (any engine) to name every cluster, one request per cluster, in one engine run."""
-    import ray.data
-
-    from valuelex.engines.base import build_engine
+    from valuelex.engines.base import build_engine, request_dataset
     from valuelex.runtime import ensure_ray
 
     ensure_ray()
@@ -115,7 +113,7 @@ def engine_names(model: ModelSpec, clusters: Sequence[Sequence[str]], seed: int 
     rows = [{"row_id": f"name-{i}", "model": model.name, "prompting": model.prompting,
              "prompt": template.format(words=", ".join(words[:15])), "temperature": 0.0, "top_p": 1.0,
              "max_tokens": 16, "seed": seed + i} for i, words in enumerate(clusters)]
-    results = build_engine(model).generate(ray.data.from_items(rows)).take_all()
+    results = build_engine(model).generate(request_dataset(rows, model.options.batch_size)).take_all()
     answers = {r["row_id"]: r["response"] or "" for r in results}
     return [answers.get(f"name-{i}", "") for i in range(len(clusters))]
 

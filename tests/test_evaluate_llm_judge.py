@@ -148,7 +148,7 @@ def test_retry_loop_keeps_every_row_and_says_why():
             out.append({"row_id": req["row_id"], "response": text, "finish_reason": "stop",
                         "error": "engine died" if text is None else float("nan"),  # pandas: NaN
                         "n_prompt_tokens": 100, "n_completion_tokens": 10})
-        return out
+        return [out]  # one batch of results
 
     rows = []
     spec = EvaluationSpec(max_judge_retries=2)

@@ -33,7 +33,7 @@ from valuelex.evaluate.judgments import judgment
 from valuelex.evaluate.systems import ValueSystem
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable, Iterator
 
     from valuelex.evaluate.config import EvaluationSpec
     from valuelex.spec import ModelSpec
@@ -283,9 +283,10 @@ class LLMJudge:
 
     kind = "llm"
 
-    def __init__(self, model: ModelSpec, spec: EvaluationSpec, engine: Any = None):
+    def __init__(self, model: ModelSpec, spec: EvaluationSpec, engine: Any = None, *, batch_rows: int = 256):
         self.model = model
         self.spec = spec
+        self.batch_rows = batch_rows  # judgments per stored shard: the unit of resume
         self.name = f"llm:{model.name}"
         self._engine = engine
 
@@ -306,14 +307,13 @@ class LLMJudge:
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
         return f"{self.name}#{digest}@{system.fingerprint()}"
 
-    def _generate(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _generate(self, requests: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+        """Result rows in batches of `batch_rows`, as the engine finishes them (never all held at once)."""
         import ray.data
 
         results = self.engine.generate(ray.data.from_items(requests))
-        rows: list[dict[str, Any]] = []
-        for batch in results.iter_batches(batch_format="pandas", batch_size=256):
-            rows.extend(batch.to_dict("records"))
-        return rows
+        for batch in results.iter_batches(batch_format="pandas", batch_size=self.batch_rows):
+            yield batch.to_dict("records")
 
     def judge(self, completions: list[dict[str, Any]], system: ValueSystem,
               sink: Callable[[list[dict[str, Any]]], None]) -> None:
@@ -331,16 +331,18 @@ def _missing_to_none(value: Any) -> Any:
 
 def judge_with_retries(
     completions: list[dict[str, Any]], system: ValueSystem,
-    generate: Callable[[list[dict[str, Any]]], list[dict[str, Any]]], sink: Callable[[list[dict[str, Any]]], None],
+    generate: Callable[[list[dict[str, Any]]], Iterable[list[dict[str, Any]]]],
+    sink: Callable[[list[dict[str, Any]]], None],
     *, judge: str, judge_key: str, prompting: str, spec: EvaluationSpec,
 ) -> None:
     """The judge loop: request, parse, retry the unusable answers with a new seed, keep every row.
 
-    `generate` takes engine request rows and returns result rows (``row_id``, ``response``,
-    ``finish_reason``, ``error``, token counts). Valid judgments go to `sink` after each attempt; the
-    completions still unusable after ``1 + spec.max_judge_retries`` attempts go to `sink` as invalid
-    rows whose reason says what was wrong with the last answer. An empty completion is not sent:
-    it is stored invalid ("empty response").
+    `generate` takes engine request rows and yields batches of result rows (``row_id``, ``response``,
+    ``finish_reason``, ``error``, token counts) as the engine finishes them. The valid judgments of
+    each batch go to `sink` at once, so a run killed mid-attempt keeps what was judged; a completion
+    still unusable after ``1 + spec.max_judge_retries`` attempts goes to `sink` as an invalid row,
+    with the batch of its last answer, whose reason says what was wrong with that answer. An empty
+    completion is not sent: it is stored invalid ("empty response").
     """
     keys = system.leaf_keys()
     prefix = instructions(system, load_examples(system))
@@ -353,45 +355,54 @@ def judge_with_retries(
     if empty:
         sink([judgment(c, system, judge=judge, judge_key=judge_key, scores=None, reason="empty response",
                        attempts=0) for c in empty])
+
+    def given_up(completion: dict[str, Any]) -> dict[str, Any]:
+        rid = completion["row_id"]
+        return judgment(completion, system, judge=judge, judge_key=judge_key, scores=None,
+                        reason=f"after {attempts} attempts: {failures[rid][0]}", judge_response=failures[rid][1],
+                        attempts=attempts, n_prompt_tokens=cost[rid][0], n_completion_tokens=cost[rid][1])
+
     for attempt in range(attempts):
         if not pending:
             break
+        last = attempt == attempts - 1
         temperature = spec.judge_temperature if attempt == 0 else spec.retry_temperature
         requests = [request_row(c, prefix, schema_json, prompting=prompting, attempt=attempt,
                                 temperature=temperature, max_tokens=spec.judge_max_tokens,
                                 model=judge.removeprefix("llm:")) for c in pending]
-        results = {r["row_id"]: {k: _missing_to_none(v) for k, v in r.items()} for r in generate(requests)}
-        done, still = [], []
-        for completion in pending:
-            rid = completion["row_id"]
-            result = results.get(rid)
-            if result is None:
-                failures[rid] = ("engine returned no row", None)
-                still.append(completion)
-                continue
-            cost[rid][0] += int(result.get("n_prompt_tokens") or 0)
-            cost[rid][1] += int(result.get("n_completion_tokens") or 0)
-            if result.get("error"):
-                failures[rid] = (f"engine error: {str(result['error'])[:300]}", None)
-                still.append(completion)
-                continue
-            parsed = parse_answer(result.get("response"), keys, result.get("finish_reason"))
-            if parsed.valid:
-                done.append(judgment(completion, system, judge=judge, judge_key=judge_key, scores=parsed.scores,
-                                     rationale=parsed.rationale, judge_response=result.get("response"),
-                                     attempts=attempt + 1, n_prompt_tokens=cost[rid][0],
-                                     n_completion_tokens=cost[rid][1]))
-            else:
-                failures[rid] = (parsed.reason or "invalid", result.get("response"))
-                still.append(completion)
-        if done:
-            sink(done)
-        pending = still
-    if pending:
-        sink([
-            judgment(c, system, judge=judge, judge_key=judge_key, scores=None,
-                     reason=f"after {attempts} attempts: {failures[c['row_id']][0]}",
-                     judge_response=failures[c["row_id"]][1], attempts=attempts,
-                     n_prompt_tokens=cost[c["row_id"]][0], n_completion_tokens=cost[c["row_id"]][1])
-            for c in pending
-        ])
+        waiting = {c["row_id"]: c for c in pending}
+        still: set[str] = set()
+        for batch in generate(requests):
+            done = []
+            for raw in batch:
+                result = {k: _missing_to_none(v) for k, v in raw.items()}
+                completion = waiting.pop(result.get("row_id"), None)
+                if completion is None:  # a row id not asked for, or answered twice: the first answer counts
+                    continue
+                rid = completion["row_id"]
+                cost[rid][0] += int(result.get("n_prompt_tokens") or 0)
+                cost[rid][1] += int(result.get("n_completion_tokens") or 0)
+                parsed = None if result.get("error") else parse_answer(result.get("response"), keys,
+                                                                       result.get("finish_reason"))
+                if parsed is not None and parsed.valid:
+                    done.append(judgment(completion, system, judge=judge, judge_key=judge_key,
+                                         scores=parsed.scores, rationale=parsed.rationale,
+                                         judge_response=result.get("response"), attempts=attempt + 1,
+                                         n_prompt_tokens=cost[rid][0], n_completion_tokens=cost[rid][1]))
+                    continue
+                if parsed is None:
+                    failures[rid] = (f"engine error: {str(result['error'])[:300]}", None)
+                else:
+                    failures[rid] = (parsed.reason or "invalid", result.get("response"))
+                if last:  # no attempt left: stored invalid now, with the batch
+                    done.append(given_up(completion))
+                else:
+                    still.add(rid)
+            if done:
+                sink(done)
+        for rid in waiting:  # rows the engine never returned
+            failures[rid] = ("engine returned no row", None)
+            still.add(rid)
+        pending = [c for c in pending if c["row_id"] in still]  # asked again in the original order
+        if last and pending:
+            sink([given_up(c) for c in pending])

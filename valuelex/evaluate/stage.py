@@ -39,11 +39,15 @@ SUMMARY_FILE = "evaluation.json"
 
 
 def build_judge(study: Study, spec: EvaluationSpec) -> Any:
-    """The judge a study asks for: `EmbeddingJudge` or `LLMJudge`."""
+    """The judge a study asks for: `EmbeddingJudge` or `LLMJudge`.
+
+    The LLM judge stores its judgments in shards of ``study.shard_rows`` as the engine finishes them
+    (the unit of resume, as for generation): a killed run loses only what was still in flight.
+    """
     if spec.judge == "llm":
         from valuelex.evaluate.llm_judge import LLMJudge
 
-        return LLMJudge(spec.judge_model_spec(study), spec)
+        return LLMJudge(spec.judge_model_spec(study), spec, batch_rows=study.shard_rows)
     from valuelex.evaluate.embedding import EmbeddingJudge
 
     return EmbeddingJudge(spec.embedding_model)

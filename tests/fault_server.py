@@ -3,7 +3,9 @@
 Each prompt's text (or a rule for that exact prompt) picks its fate: ``fail:<mode>:<n>`` fails
 its first n attempts with that mode (429, 500, timeout, badjson, empty) and then answers;
 ``fail:<mode>:always`` never answers well.
-The server counts attempts per prompt so tests can check that retries happened and were bounded.
+The server counts attempts per prompt so tests can check that retries happened and were bounded,
+can answer slowly (`delay`, so a test can act while a run is under way) and records the
+Authorization headers it was sent (so a test can prove an API key was used, and used only here).
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from typing import Any
 
 
 class FaultServer:
-    def __init__(self, timeout_sleep: float = 3.0, rules: dict[str, str] | None = None):
+    def __init__(self, timeout_sleep: float = 3.0, rules: dict[str, str] | None = None, delay: float = 0.0):
         self.rules = rules or {}  # exact prompt -> "mode:count" (the same as a `fail:` prefix)
         self.attempts: Counter[str] = Counter()
         self.healthy = False  # when True every request succeeds (the operator fixed the endpoint)
         self.timeout_sleep = timeout_sleep
+        self.delay = delay  # seconds every request waits before its answer
+        self.authorizations: Counter[str] = Counter()  # Authorization header values received
         self.lock = threading.Lock()
         server = self
 
@@ -35,6 +39,9 @@ class FaultServer:
                 with server.lock:
                     server.attempts[prompt] += 1
                     attempt = server.attempts[prompt]
+                    server.authorizations[self.headers.get("Authorization", "")] += 1
+                if server.delay:
+                    time.sleep(server.delay)
                 server.answer(self, body, prompt, attempt)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

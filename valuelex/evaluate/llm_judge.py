@@ -309,9 +309,9 @@ class LLMJudge:
 
     def _generate(self, requests: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
         """Result rows in batches of `batch_rows`, as the engine finishes them (never all held at once)."""
-        import ray.data
+        from valuelex.engines.base import request_dataset
 
-        results = self.engine.generate(ray.data.from_items(requests))
+        results = self.engine.generate(request_dataset(requests, self.model.options.batch_size))
         for batch in results.iter_batches(batch_format="pandas", batch_size=self.batch_rows):
             yield batch.to_dict("records")
 

@@ -312,7 +312,8 @@ class LLMJudge:
         from valuelex.engines.base import request_dataset
 
         results = self.engine.generate(request_dataset(requests, self.model.options.batch_size))
-        for batch in results.iter_batches(batch_format="pandas", batch_size=self.batch_rows):
+        # prefetch_batches=0: the default holds each batch until the next exists (one batch later to the store)
+        for batch in results.iter_batches(batch_format="pandas", batch_size=self.batch_rows, prefetch_batches=0):
             yield batch.to_dict("records")
 
     def judge(self, completions: list[dict[str, Any]], system: ValueSystem,

@@ -1,7 +1,7 @@
 """The result store: Parquet shards under one output root, local or s3://, through pyarrow.fs.
 
 Layout: ``ROOT/<table>/part-<uuid>.parquet`` plus ``ROOT/study.json``. A shard is serialised in
-memory and published in one step (rename on local disk, a single PUT on S3), so a reader never
+memory and published in one step (rename on local disk, one upload on S3), so a reader never
 sees a partial file and a killed run leaves only whole shards. Rows are keyed by ``row_id``;
 failed rows are stored with their error and count as not done, so the next run retries them.
 """
@@ -74,7 +74,9 @@ class OutputRoot:
                     out.write(data)
                 self.fs.create_dir(posixpath.dirname(target), recursive=True)
                 self.fs.move(tmp, target)
-            else:  # object stores: one PUT of the finished bytes is atomic
+            else:
+                # object stores: the object exists only once its upload completes; Arrow may use a multipart
+                # upload, and one cut off midway is invisible (billed until a bucket lifecycle rule aborts it)
                 with self.fs.open_output_stream(target) as out:
                     out.write(data)
         except (OSError, pa.ArrowException) as exc:

@@ -113,7 +113,7 @@ def test_judge_stores_each_batch_before_the_engine_finishes() -> None:
         judge_with_retries(rows, MFT, generate, stored.append, judge="llm:t", judge_key="k", prompting="chat",
                            spec=EvaluationSpec(max_judge_retries=0))
     assert [[(r["row_id"], r["valid"]) for r in batch] for batch in stored] == [[("r0", True), ("r1", False)]]
-    assert stored[0][1]["invalid_reason"] == "after 1 attempts: not JSON"
+    assert stored[0][1]["invalid_reason"] == "after 1 attempt: not JSON"
 
 
 # --- kill -9 and resume ---------------------------------------------------------------------------
@@ -388,6 +388,18 @@ def test_study_file_cannot_carry_a_key_inline(tmp_path: Path, where: str) -> Non
     assert key not in str(error.value)  # the message names the field, never echoes the value
 
 
+def test_a_key_pasted_as_the_variable_name_is_refused(tmp_path: Path) -> None:
+    """api_key_env takes a variable's name: a pasted key fails before it can reach study.json."""
+    key = f"sk-{secrets.token_hex(8)}"
+    model = served_model("http://127.0.0.1:9/v1")
+    model["options"]["api_key_env"] = key
+    out = tmp_path / "out"
+    with pytest.raises(StudyError, match=r"models\[0\]\.options\.api_key_env") as error:
+        load_study(write_study(tmp_path, models=[model], output=str(out)))
+    assert key not in str(error.value)
+    assert not out.exists()
+
+
 # --- Unicode, very long and empty answers ----------------------------------------------------------
 
 
@@ -410,10 +422,9 @@ def test_extraction_takes_unicode_long_and_empty_answers(answer: str, expected: 
     assert time.monotonic() - started < 10
 
 
-@pytest.mark.xfail(strict=True, reason="lexicon._TOKEN is ASCII-only: accented letters split a word into "
-                                       "fragments that count as value words")
 def test_extraction_keeps_accented_words_whole() -> None:
-    assert extract_words("Naïveté, Höflichkeit") == []  # today: ['vet', 'flichkeit']
+    assert extract_words("Naïveté, Höflichkeit") == []  # whole non-English tokens, not ASCII fragments
+    assert extract_words("Honesty, naïveté and kindness") == ["honesty", "kindness"]
 
 
 def test_extracted_unicode_surface_forms_round_trip_the_store(tmp_path: Path) -> None:
@@ -433,7 +444,7 @@ def test_extracted_unicode_surface_forms_round_trip_the_store(tmp_path: Path) ->
 @pytest.fixture(scope="module")
 def edge_completions() -> list[dict[str, Any]]:
     texts = {"unicode": UNICODE_ANSWER, "emoji": "😊🤝🙏", "long": LONG_ANSWER, "empty": "", "blank": " \n\t ",
-             "plain": "being honest with everyone."}
+             "invisible": "\u200b\u200d\ufeff", "plain": "being honest with everyone."}
     return [{"row_id": name, "model": "m", "training": "aligned", "size_b": 0.1, "family": "f", "config": "c",
              "item_id": "s01", "sample": 0, "stem": "I like", "response": text} for name, text in texts.items()]
 
@@ -445,7 +456,7 @@ def check_stored(judged: list[dict[str, Any]], completions: list[dict[str, Any]]
     stored = {r["row_id"]: r for r in table.read_raw().to_pylist()}
     assert sorted(stored) == sorted(c["row_id"] for c in completions)
     assert {c["row_id"]: c["response"] for c in completions} == {k: r["response"] for k, r in stored.items()}
-    for name in ("empty", "blank"):
+    for name in ("empty", "blank", "invisible"):  # zero-width characters only: nothing to judge
         assert not stored[name]["valid"] and stored[name]["invalid_reason"] == "empty response"
     return stored
 

@@ -102,7 +102,10 @@ _HEAD_SEP = re.compile(r"^(.{1,60}?)\s*(?::|\s[-–—]\s|[–—])\s*(.+)$")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _CLAUSE = re.compile(r"\s*(?:;|,?\s+(?:but|however|although|though|whereas|while|yet)\s+)", re.IGNORECASE)
 _ENUM_SPLIT = re.compile(r"\s*(?:,|;|&|/|\band\b|\bor\b)\s*", re.IGNORECASE)
-_TOKEN = re.compile(r"[A-Za-z]+(?:['’][A-Za-z]+)?(?:-[A-Za-z]+)*")
+# Tokens are runs of letters in any script, so "Naïveté" stays one token (and is then refused by
+# _WORD as non-English) instead of splitting into ASCII fragments ("na", "vet") that pass as words.
+_LETTERS = r"[^\W\d_]+"
+_TOKEN = re.compile(rf"{_LETTERS}(?:['’]{_LETTERS})?(?:-{_LETTERS})*")
 _WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
 _POSSESSIVE = re.compile(r"(?:'s|s')$")
 _MARKUP = re.compile(r"```.*?```|`|<[^>\n]{1,80}>|https?://\S+|^#+\s*|\[\d+\]", re.DOTALL | re.MULTILINE)

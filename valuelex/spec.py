@@ -50,7 +50,9 @@ class EngineOptions(Strict):
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra vLLM engine args")
     # OpenAI-compatible engines
     base_url: str | None = None
-    api_key_env: str | None = Field(None, description="name of the env var holding the API key")
+    # a variable's name only: a pasted key fails here instead of landing in study.json and messages
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+                                    description="name of the env var holding the API key")
     max_concurrency: int = Field(8, ge=1, description="requests in flight at once")
     max_qps: float | None = Field(None, gt=0, description="requests started per second, at most")
     max_retries: int = Field(4, ge=0)

@@ -172,4 +172,25 @@ def test_retry_loop_with_no_retries_marks_missing_rows():
     rows = []
     judge_with_retries(completions(2), SYSTEM, lambda requests: [], rows.extend, judge="llm:t", judge_key="k",
                        prompting="completion", spec=EvaluationSpec(max_judge_retries=0))
-    assert [r["invalid_reason"] for r in rows] == ["after 1 attempts: engine returned no row"] * 2
+    assert [r["invalid_reason"] for r in rows] == ["after 1 attempt: engine returned no row"] * 2
+
+
+def test_a_prompt_too_long_for_the_judge_is_not_retried():
+    """A new seed cannot shorten a prompt: the context-length refusal is final after one attempt."""
+    asked = []
+
+    def generate(requests):
+        asked.append([r["row_id"] for r in requests])
+        yield [{"row_id": r["row_id"], "response": None, "finish_reason": None, "n_prompt_tokens": 0,
+                "n_completion_tokens": 0,
+                "error": "The decoder prompt (length 9000) is longer than the maximum model length of 2048"
+                if r["row_id"] == "r0" else "engine died"} for r in requests]
+
+    rows = []
+    judge_with_retries(completions(2), SYSTEM, generate, rows.extend, judge="llm:t", judge_key="k",
+                       prompting="chat", spec=EvaluationSpec(max_judge_retries=2))
+    by_id = {r["row_id"]: r for r in rows}
+    assert asked == [["r0", "r1"], ["r1"], ["r1"]]
+    assert by_id["r0"]["attempts"] == 1 and by_id["r0"]["invalid_reason"].startswith("after 1 attempt: engine error")
+    assert by_id["r1"]["attempts"] == 3
+    assert by_id["r1"]["invalid_reason"] == "after 3 attempts: engine error: engine died"

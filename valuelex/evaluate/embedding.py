@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from valuelex.embeddings import default_model_path, sentence_model
-from valuelex.evaluate.judgments import completed_sentence, judgment
+from valuelex.evaluate.judgments import completed_sentence, is_blank, judgment
 from valuelex.evaluate.systems import ValueDimension, ValueSystem
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ class EmbeddingJudge:
         for start in range(0, len(completions), BATCH_ROWS):
             batch = completions[start:start + BATCH_ROWS]
             texts = [completed_sentence(r.get("stem") or "", r.get("response") or "") for r in batch]
-            usable = [i for i, r in enumerate(batch) if (r.get("response") or "").strip()]
+            usable = [i for i, r in enumerate(batch) if not is_blank(r.get("response"))]
             scores = self.score_texts([texts[i] for i in usable], system)
             by_row = dict(zip(usable, scores, strict=True))
             out = []

@@ -65,6 +65,14 @@ def stem_text(item_id: str, prompt: str | None = None) -> str:
     return _stems().get(item_id) or (prompt or "")
 
 
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))  # str.strip() keeps these
+
+
+def is_blank(response: str | None) -> bool:
+    """No visible text: None, whitespace, or only zero-width characters. Blank answers are not judged."""
+    return not (response or "").translate(_INVISIBLE).strip()
+
+
 def completed_sentence(stem: str, response: str) -> str:
     """What the respondent said: the stem continued by the response (a chat answer may repeat the stem)."""
     response = (response or "").strip()

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from valuelex.errors import StudyError
-from valuelex.evaluate.judgments import judgment
+from valuelex.evaluate.judgments import is_blank, judgment
 from valuelex.evaluate.systems import ValueSystem
 
 if TYPE_CHECKING:
@@ -330,6 +330,14 @@ def _missing_to_none(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
+_TOO_LONG = ("maximum context length", "maximum model length")
+
+
+def _too_long(error: Any) -> bool:
+    """The engine refused the prompt as longer than the judge's context: retrying cannot help."""
+    return any(marker in str(error).lower() for marker in _TOO_LONG)
+
+
 def judge_with_retries(
     completions: list[dict[str, Any]], system: ValueSystem,
     generate: Callable[[list[dict[str, Any]]], Iterable[list[dict[str, Any]]]],
@@ -351,17 +359,18 @@ def judge_with_retries(
     attempts = spec.max_judge_retries + 1
     failures: dict[str, tuple[str, str | None]] = {}
     cost: dict[str, list[int]] = {c["row_id"]: [0, 0] for c in completions}
-    pending = [c for c in completions if (c.get("response") or "").strip()]
-    empty = [c for c in completions if not (c.get("response") or "").strip()]
+    pending = [c for c in completions if not is_blank(c.get("response"))]
+    empty = [c for c in completions if is_blank(c.get("response"))]
     if empty:
         sink([judgment(c, system, judge=judge, judge_key=judge_key, scores=None, reason="empty response",
                        attempts=0) for c in empty])
 
-    def given_up(completion: dict[str, Any]) -> dict[str, Any]:
+    def given_up(completion: dict[str, Any], tried: int = attempts) -> dict[str, Any]:
         rid = completion["row_id"]
         return judgment(completion, system, judge=judge, judge_key=judge_key, scores=None,
-                        reason=f"after {attempts} attempts: {failures[rid][0]}", judge_response=failures[rid][1],
-                        attempts=attempts, n_prompt_tokens=cost[rid][0], n_completion_tokens=cost[rid][1])
+                        reason=f"after {tried} attempt{'s' if tried > 1 else ''}: {failures[rid][0]}",
+                        judge_response=failures[rid][1], attempts=tried,
+                        n_prompt_tokens=cost[rid][0], n_completion_tokens=cost[rid][1])
 
     for attempt in range(attempts):
         if not pending:
@@ -397,6 +406,8 @@ def judge_with_retries(
                     failures[rid] = (parsed.reason or "invalid", result.get("response"))
                 if last:  # no attempt left: stored invalid now, with the batch
                     done.append(given_up(completion))
+                elif parsed is None and _too_long(result["error"]):  # a new seed cannot shorten the prompt
+                    done.append(given_up(completion, attempt + 1))
                 else:
                     still.add(rid)
             if done:

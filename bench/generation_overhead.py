@@ -36,8 +36,13 @@ def raw_vllm(model_path: str, engine_kwargs: dict, rows: list[dict], chat: bool)
     from vllm import LLM, SamplingParams
 
     import_s = time.monotonic() - started
+    from dataclasses import fields
+
+    from vllm.engine.arg_utils import EngineArgs
+
+    accepted = {f.name for f in fields(EngineArgs)}  # ray.data.llm adds its own keys (task_type)
     started = time.monotonic()
-    llm = LLM(model=model_path, **engine_kwargs)
+    llm = LLM(model=model_path, **{k: v for k, v in engine_kwargs.items() if k in accepted})
     start_s = time.monotonic() - started
     params = [
         SamplingParams(temperature=r["temperature"], top_p=r["top_p"], max_tokens=r["max_tokens"], seed=r["seed"])

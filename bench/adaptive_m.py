@@ -65,8 +65,7 @@ def main() -> None:
     judge = build_judge(study, spec)
     systems = [load_value_system(s) for s in spec.systems]
     started = time.monotonic()
-    for system in systems:
-        judge_pending(root, study, system, judge, max_samples=m_max)
+    judge_pending(root, study, systems, judge, max_samples=m_max)
     judging_s = time.monotonic() - started
 
     def scores(samples: int) -> pd.DataFrame:

@@ -392,7 +392,7 @@ def mismatched(tmp_path_factory: pytest.TempPathFactory) -> str:
     import valuelex.evaluate.stage as stage
 
     only_m0 = Study.model_validate(study_dict(models[:1], ["s01", "s13", "s38"], ("mft",)))
-    stage.judge_pending(OutputRoot(out), only_m0, load_value_system("mft"), KeywordJudge())
+    stage.judge_pending(OutputRoot(out), only_m0, [load_value_system("mft")], KeywordJudge())
     return out
 
 

@@ -8,10 +8,13 @@ import json
 import pytest
 
 from valuelex.evaluate.config import EvaluationSpec
+from valuelex.evaluate.judgments import JudgeTask
 from valuelex.evaluate.llm_judge import (
     answer_schema,
     build_prompt,
+    format_answer,
     instructions,
+    judge_tasks,
     judge_with_retries,
     load_examples,
     parse_answer,
@@ -194,3 +197,39 @@ def test_a_prompt_too_long_for_the_judge_is_not_retried():
     assert by_id["r0"]["attempts"] == 1 and by_id["r0"]["invalid_reason"].startswith("after 1 attempt: engine error")
     assert by_id["r1"]["attempts"] == 3
     assert by_id["r1"]["invalid_reason"] == "after 3 attempts: engine error: engine died"
+
+
+def test_several_systems_share_one_engine_run_per_attempt():
+    """judge_tasks sends every system's requests in one generate call per attempt; each system's
+    judgments reach its own sink with its own judge key; a completion keeps its seed across systems."""
+    mft = load_value_system("mft")
+    calls = []
+
+    def generate(requests):
+        calls.append(requests)
+        out = []
+        for req in requests:
+            keys = json.loads(req["json_schema"])["properties"]["scores"]["required"]
+            bad = req["row_id"].endswith("r1") and req["attempt"] == 0 and "care" in keys  # mft's r1 retried once
+            answer = "no" if bad else format_answer("ok", dict.fromkeys(keys, 5))
+            out.append({"row_id": req["row_id"], "response": answer,
+                        "finish_reason": "stop", "error": None, "n_prompt_tokens": 10, "n_completion_tokens": 2})
+        yield out
+
+    stored = {"valuelex": [], "mft": []}
+    tasks = [JudgeTask(SYSTEM, completions(2), stored["valuelex"].extend),
+             JudgeTask(mft, completions(2), stored["mft"].extend)]
+    judge_tasks(tasks, generate, judge="llm:t", key=lambda s: f"key-{s.name}", prompting="chat",
+                spec=EvaluationSpec(max_judge_retries=1))
+    assert [len(c) for c in calls] == [4, 1]  # both systems in the first run, only mft's r1 retried
+    assert len({r["row_id"] for r in calls[0]}) == 4
+    seeds = {}
+    for request in calls[0]:
+        seeds.setdefault(request["row_id"].split(":")[1], set()).add(request["seed"])
+    assert all(len(s) == 1 for s in seeds.values())
+    for name, system in (("valuelex", SYSTEM), ("mft", mft)):
+        rows = stored[name]
+        assert sorted(r["row_id"] for r in rows) == ["r0", "r1"] and all(r["valid"] for r in rows)
+        assert {r["judge_key"] for r in rows} == {f"key-{name}"}
+        assert all(r[f"score_{k}"] == 5 for r in rows for k in system.leaf_keys())
+    assert {r["row_id"]: r["attempts"] for r in stored["mft"]} == {"r0": 1, "r1": 2}

@@ -270,7 +270,9 @@ def _judging(study: Study, completion: dict[str, Any], figures: Mapping[str, Any
         prompt += per_request * completions * attempts
         cached += prefix * completions * attempts * float(figures["judge_prefix_cached"])
     completion_tokens = requests * spec.judge_max_tokens * float(figures["judge_fill_fraction"])
-    row = _model_row(judge, figures, round(requests), prompt, completion_tokens, starts=len(systems))
+    # every system is judged in one engine run per attempt; a large study always has some answer
+    # to retry, so every retry round (an engine start each) happens
+    row = _model_row(judge, figures, round(requests), prompt, completion_tokens, starts=spec.max_judge_retries + 1)
     if row["gpu_hours"] is not None:  # the shared instructions come from vLLM's prefix cache: no prefill
         row["gpu_hours"] = gpu_hours(prompt - cached, completion_tokens, bucket_for(judge.size_b, figures))
     return {**_summed([row], completions * len(systems)), "judge": f"llm:{judge.name}", "systems": systems}

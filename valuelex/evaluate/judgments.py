@@ -17,7 +17,8 @@ its reason, counted as ``n_invalid`` in the scores and not judged again on a rer
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -63,6 +64,17 @@ def _stems() -> dict[str, str]:
 def stem_text(item_id: str, prompt: str | None = None) -> str:
     """The bare stem of a completion; for an unknown stem id, the prompt the model was given."""
     return _stems().get(item_id) or (prompt or "")
+
+
+@dataclass
+class JudgeTask:
+    """Completions to judge on one value system, and where their judgments go (stored as they come).
+
+    A judge given several tasks at once (`judge_many`) may serve them in one engine run."""
+
+    system: ValueSystem
+    completions: list[dict[str, Any]]
+    sink: Callable[[list[dict[str, Any]]], None]
 
 
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))  # str.strip() keeps these

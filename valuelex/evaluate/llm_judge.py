@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from valuelex.errors import StudyError
-from valuelex.evaluate.judgments import is_blank, judgment
+from valuelex.evaluate.judgments import JudgeTask, is_blank, judgment
 from valuelex.evaluate.systems import ValueSystem
 
 if TYPE_CHECKING:
@@ -264,14 +264,16 @@ def request_seed(row_id: str, attempt: int) -> int:
 
 def request_row(
     completion: dict[str, Any], prefix: str, schema_json: str, *, prompting: str, attempt: int,
-    temperature: float, max_tokens: int, model: str = "judge",
+    temperature: float, max_tokens: int, model: str = "judge", request_id: str | None = None,
 ) -> dict[str, Any]:
     """One engine request row (see `valuelex.engines.base`) judging one completion.
 
-    ``model`` is the judge model's name (request rows of the grid carry the model too).
+    ``model`` is the judge model's name (request rows of the grid carry the model too);
+    ``request_id`` (default: the completion's row id) tells requests of several systems apart.
+    The seed follows the completion and the attempt, whichever system is asked.
     """
     return {
-        "row_id": completion["row_id"], "model": model, "attempt": attempt,
+        "row_id": request_id or completion["row_id"], "model": model, "attempt": attempt,
         "prompt": build_prompt(prefix, completion.get("stem") or "", completion.get("response") or ""),
         "prompting": prompting, "temperature": float(temperature), "top_p": 1.0, "max_tokens": int(max_tokens),
         "seed": request_seed(completion["row_id"], attempt), "json_schema": schema_json,
@@ -318,11 +320,14 @@ class LLMJudge:
 
     def judge(self, completions: list[dict[str, Any]], system: ValueSystem,
               sink: Callable[[list[dict[str, Any]]], None]) -> None:
-        """Judge completion rows through the engine, with bounded retries (see `judge_with_retries`)."""
-        judge_with_retries(
-            completions, system, self._generate, sink, judge=self.name, judge_key=self.key(system),
-            prompting=self.model.prompting, spec=self.spec,
-        )
+        """Judge completion rows through the engine, with bounded retries (see `judge_tasks`)."""
+        self.judge_many([JudgeTask(system, completions, sink)])
+
+    def judge_many(self, tasks: list[JudgeTask]) -> None:
+        """Judge several value systems in one engine run per attempt: an engine start is paid once,
+        not once per system (minutes per start for a large judge on GPUs)."""
+        judge_tasks(tasks, self._generate, judge=self.name, key=self.key, prompting=self.model.prompting,
+                    spec=self.spec)
 
 
 def _missing_to_none(value: Any) -> Any:
@@ -344,77 +349,115 @@ def judge_with_retries(
     sink: Callable[[list[dict[str, Any]]], None],
     *, judge: str, judge_key: str, prompting: str, spec: EvaluationSpec,
 ) -> None:
+    """`judge_tasks` for one value system."""
+    judge_tasks([JudgeTask(system, completions, sink)], generate, judge=judge, key=lambda _system: judge_key,
+                prompting=prompting, spec=spec)
+
+
+@dataclass
+class _Item:
+    """One completion to judge on one system, with what its attempts cost and why the last failed."""
+
+    task: JudgeTask
+    completion: dict[str, Any]
+    prefix: str
+    schema_json: str
+    judge_key: str
+    failure: tuple[str, str | None] = ("", None)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def judge_tasks(
+    tasks: list[JudgeTask], generate: Callable[[list[dict[str, Any]]], Iterable[list[dict[str, Any]]]],
+    *, judge: str, key: Callable[[ValueSystem], str], prompting: str, spec: EvaluationSpec,
+) -> None:
     """The judge loop: request, parse, retry the unusable answers with a new seed, keep every row.
 
-    `generate` takes engine request rows and yields batches of result rows (``row_id``, ``response``,
-    ``finish_reason``, ``error``, token counts) as the engine finishes them. The valid judgments of
-    each batch go to `sink` at once, so a run killed mid-attempt keeps what was judged; a completion
-    still unusable after ``1 + spec.max_judge_retries`` attempts goes to `sink` as an invalid row,
-    with the batch of its last answer, whose reason says what was wrong with that answer. An empty
-    completion is not sent: it is stored invalid ("empty response").
+    The requests of every task (value system) go to `generate` together, one call per attempt.
+    `generate` takes engine request rows and yields batches of result rows (``row_id``,
+    ``response``, ``finish_reason``, ``error``, token counts) as the engine finishes them. The valid
+    judgments of each batch go to their task's `sink` at once, so a run killed mid-attempt keeps
+    what was judged; a completion still unusable after ``1 + spec.max_judge_retries`` attempts goes
+    to `sink` as an invalid row, with the batch of its last answer, whose reason says what was wrong
+    with that answer (a prompt too long for the judge's context is not retried). A blank completion
+    is not sent: it is stored invalid ("empty response").
     """
-    keys = system.leaf_keys()
-    prefix = instructions(system, load_examples(system))
-    schema_json = json.dumps(answer_schema(system))
     attempts = spec.max_judge_retries + 1
-    failures: dict[str, tuple[str, str | None]] = {}
-    cost: dict[str, list[int]] = {c["row_id"]: [0, 0] for c in completions}
-    pending = [c for c in completions if not is_blank(c.get("response"))]
-    empty = [c for c in completions if is_blank(c.get("response"))]
-    if empty:
-        sink([judgment(c, system, judge=judge, judge_key=judge_key, scores=None, reason="empty response",
-                       attempts=0) for c in empty])
+    items: dict[str, _Item] = {}
+    for index, task in enumerate(tasks):
+        prefix = instructions(task.system, load_examples(task.system))
+        schema_json = json.dumps(answer_schema(task.system))
+        judge_key = key(task.system)
+        blank = [c for c in task.completions if is_blank(c.get("response"))]
+        if blank:
+            task.sink([judgment(c, task.system, judge=judge, judge_key=judge_key, scores=None,
+                                reason="empty response", attempts=0) for c in blank])
+        for completion in task.completions:
+            if not is_blank(completion.get("response")):
+                request_id = completion["row_id"] if len(tasks) == 1 else f"{index}:{completion['row_id']}"
+                items[request_id] = _Item(task, completion, prefix, schema_json, judge_key)
 
-    def given_up(completion: dict[str, Any], tried: int = attempts) -> dict[str, Any]:
-        rid = completion["row_id"]
-        return judgment(completion, system, judge=judge, judge_key=judge_key, scores=None,
-                        reason=f"after {tried} attempt{'s' if tried > 1 else ''}: {failures[rid][0]}",
-                        judge_response=failures[rid][1], attempts=tried,
-                        n_prompt_tokens=cost[rid][0], n_completion_tokens=cost[rid][1])
+    def given_up(item: _Item, tried: int = attempts) -> dict[str, Any]:
+        return judgment(item.completion, item.task.system, judge=judge, judge_key=item.judge_key, scores=None,
+                        reason=f"after {tried} attempt{'s' if tried > 1 else ''}: {item.failure[0]}",
+                        judge_response=item.failure[1], attempts=tried,
+                        n_prompt_tokens=item.prompt_tokens, n_completion_tokens=item.completion_tokens)
 
+    def store(rows: list[tuple[_Item, dict[str, Any]]]) -> None:
+        for task in tasks:  # one sink call per task and batch
+            mine = [row for item, row in rows if item.task is task]
+            if mine:
+                task.sink(mine)
+
+    pending = list(items)
     for attempt in range(attempts):
         if not pending:
             break
         last = attempt == attempts - 1
         temperature = spec.judge_temperature if attempt == 0 else spec.retry_temperature
-        requests = [request_row(c, prefix, schema_json, prompting=prompting, attempt=attempt,
-                                temperature=temperature, max_tokens=spec.judge_max_tokens,
-                                model=judge.removeprefix("llm:")) for c in pending]
-        waiting = {c["row_id"]: c for c in pending}
+        requests = [request_row(items[rid].completion, items[rid].prefix, items[rid].schema_json,
+                                prompting=prompting, attempt=attempt, temperature=temperature,
+                                max_tokens=spec.judge_max_tokens, model=judge.removeprefix("llm:"), request_id=rid)
+                    for rid in pending]
+        waiting = set(pending)
         still: set[str] = set()
         for batch in generate(requests):
-            done = []
+            done: list[tuple[_Item, dict[str, Any]]] = []
             for raw in batch:
                 result = {k: _missing_to_none(v) for k, v in raw.items()}
-                completion = waiting.pop(result.get("row_id"), None)
-                if completion is None:  # a row id not asked for, or answered twice: the first answer counts
+                rid = result.get("row_id")
+                if rid not in waiting:  # a row id not asked for, or answered twice: the first answer counts
                     continue
-                rid = completion["row_id"]
-                cost[rid][0] += int(result.get("n_prompt_tokens") or 0)
-                cost[rid][1] += int(result.get("n_completion_tokens") or 0)
+                waiting.discard(rid)
+                item = items[rid]
+                item.prompt_tokens += int(result.get("n_prompt_tokens") or 0)
+                item.completion_tokens += int(result.get("n_completion_tokens") or 0)
+                keys = item.task.system.leaf_keys()
                 parsed = None if result.get("error") else parse_answer(result.get("response"), keys,
                                                                        result.get("finish_reason"))
                 if parsed is not None and parsed.valid:
-                    done.append(judgment(completion, system, judge=judge, judge_key=judge_key,
-                                         scores=parsed.scores, rationale=parsed.rationale,
-                                         judge_response=result.get("response"), attempts=attempt + 1,
-                                         n_prompt_tokens=cost[rid][0], n_completion_tokens=cost[rid][1]))
+                    done.append((item, judgment(
+                        item.completion, item.task.system, judge=judge, judge_key=item.judge_key,
+                        scores=parsed.scores, rationale=parsed.rationale, judge_response=result.get("response"),
+                        attempts=attempt + 1, n_prompt_tokens=item.prompt_tokens,
+                        n_completion_tokens=item.completion_tokens)))
                     continue
                 if parsed is None:
-                    failures[rid] = (f"engine error: {str(result['error'])[:300]}", None)
+                    item.failure = (f"engine error: {str(result['error'])[:300]}", None)
                 else:
-                    failures[rid] = (parsed.reason or "invalid", result.get("response"))
+                    item.failure = (parsed.reason or "invalid", result.get("response"))
                 if last:  # no attempt left: stored invalid now, with the batch
-                    done.append(given_up(completion))
+                    done.append((item, given_up(item)))
                 elif parsed is None and _too_long(result["error"]):  # a new seed cannot shorten the prompt
-                    done.append(given_up(completion, attempt + 1))
+                    done.append((item, given_up(item, attempt + 1)))
                 else:
                     still.add(rid)
             if done:
-                sink(done)
+                store(done)
         for rid in waiting:  # rows the engine never returned
-            failures[rid] = ("engine returned no row", None)
+            items[rid].failure = ("engine returned no row", None)
             still.add(rid)
-        pending = [c for c in pending if c["row_id"] in still]  # asked again in the original order
+        pending = [rid for rid in pending if rid in still]  # asked again in the original order
         if last and pending:
-            sink([given_up(c) for c in pending])
+            store([(items[rid], given_up(items[rid])) for rid in pending])

@@ -54,32 +54,50 @@ def build_judge(study: Study, spec: EvaluationSpec) -> Any:
 
 
 def judge_pending(
-    root: OutputRoot, study: Study, system: ValueSystem, judge: Any, *, max_samples: int | None = None,
-) -> dict[str, int]:
-    """Judge every completion of the study's grid not yet judged for this system and judge."""
+    root: OutputRoot, study: Study, systems: list[ValueSystem], judge: Any, *, max_samples: int | None = None,
+) -> dict[str, dict[str, int]]:
+    """Judge every completion of the study's grid not yet judged for each system by this judge.
+
+    All systems go to the judge at once (`judge_many` when it has one: the LLM judge then starts
+    its engine once per attempt, not once per system). Returns counts per system name.
+    """
     completions = jt.completions_to_judge(
         root, models={m.name for m in study.models}, configs={c.name for c in study.decoding},
         stems=None if study.prompts.stems == "all" else set(study.prompts.stems), max_samples=max_samples,
     )
-    done = set(jt.read_judgments(root, system, judge.key(system))["row_id"])
-    pending = completions[~completions["row_id"].isin(done)]
-    counts = {"completions": len(completions), "already_judged": int(len(completions) - len(pending)),
-              "judged": 0, "invalid": 0}
-    if pending.empty:
+    tasks: list[jt.JudgeTask] = []
+    counts: dict[str, dict[str, int]] = {}
+    for system in systems:
+        done = set(jt.read_judgments(root, system, judge.key(system))["row_id"])
+        pending = completions[~completions["row_id"].isin(done)]
+        counts[system.name] = {"completions": len(completions), "already_judged": int(len(completions) - len(pending)),
+                               "judged": 0, "invalid": 0}
+        if not pending.empty:
+            sink = _storing(root.table(jt.table_name(system)), system, counts[system.name])
+            tasks.append(jt.JudgeTask(system, pending.to_dict("records"), sink))
+    if not tasks:
         return counts
-    table = root.table(jt.table_name(system))
+    if getattr(judge, "kind", "") == "llm":
+        from valuelex.runtime import ensure_ray
+
+        ensure_ray()
+    if hasattr(judge, "judge_many"):
+        judge.judge_many(tasks)
+    else:
+        for task in tasks:
+            judge.judge(task.completions, task.system, task.sink)
+    return counts
+
+
+def _storing(table: Any, system: ValueSystem, counts: dict[str, int]) -> Any:
+    """A sink that stores a batch of judgments as one shard and counts it."""
 
     def sink(rows: list[dict[str, Any]]) -> None:
         table.write(jt.to_table(rows, system))
         counts["judged"] += len(rows)
         counts["invalid"] += sum(not r["valid"] for r in rows)
 
-    if getattr(judge, "kind", "") == "llm":
-        from valuelex.runtime import ensure_ray
-
-        ensure_ray()
-    judge.judge(pending.to_dict("records"), system, sink)
-    return counts
+    return sink
 
 
 def current_judgments(
@@ -153,10 +171,9 @@ def run_evaluation(study: Study, systems: list[str] | None = None, out_uri: str 
         log.info("completion stage: %s rows generated, %s failed", report.generated_rows, report.failed_rows)
 
     def judge_all(samples: int) -> pd.DataFrame:
-        for system in loaded:
-            counts = judge_pending(root, study, system, judge, max_samples=samples)
+        for name, counts in judge_pending(root, study, loaded, judge, max_samples=samples).items():
             for k, v in counts.items():
-                per_system[system.name][k] = per_system[system.name].get(k, 0) + v if k in ("judged", "invalid") else v
+                per_system[name][k] = per_system[name].get(k, 0) + v if k in ("judged", "invalid") else v
         return _scores(root, study, loaded, judge, samples)
 
     adaptive = None

@@ -27,9 +27,11 @@ from valuelex.evaluate.adaptive import run_adaptive
 from valuelex.evaluate.scores import score_table
 from valuelex.evaluate.systems import ValueSystem, load_value_system
 from valuelex.records import record_stage
-from valuelex.store import OutputRoot
+from valuelex.store import OutputRoot, ShardTable
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from valuelex.evaluate.config import EvaluationSpec
     from valuelex.spec import Study
 
@@ -89,7 +91,7 @@ def judge_pending(
     return counts
 
 
-def _storing(table: Any, system: ValueSystem, counts: dict[str, int]) -> Any:
+def _storing(table: ShardTable, system: ValueSystem, counts: dict[str, int]) -> Callable[[list[dict[str, Any]]], None]:
     """A sink that stores a batch of judgments as one shard and counts it."""
 
     def sink(rows: list[dict[str, Any]]) -> None:

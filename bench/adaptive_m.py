@@ -44,8 +44,7 @@ def main() -> None:
     from valuelex import grid
     from valuelex.evaluate.adaptive import half_widths, run_adaptive
     from valuelex.evaluate.config import AdaptiveSpec
-    from valuelex.evaluate.scores import score_table
-    from valuelex.evaluate.stage import build_judge, current_judgments, judge_pending
+    from valuelex.evaluate.stage import build_judge, judge_pending, score_systems
     from valuelex.evaluate.systems import load_value_system
     from valuelex.generate import run_stage
     from valuelex.runtime import ensure_ray
@@ -69,11 +68,7 @@ def main() -> None:
     judging_s = time.monotonic() - started
 
     def scores(samples: int) -> pd.DataFrame:
-        return pd.concat([
-            score_table(current_judgments(root, study, s, judge.key(s), max_samples=samples), s,
-                        resamples=spec.bootstrap_resamples, ci_level=spec.ci_level, seed=spec.seed, judge=judge.name)
-            for s in systems
-        ], ignore_index=True)
+        return score_systems(root, study, systems, judge, samples)
 
     def widths(table: pd.DataFrame) -> dict[str, float]:
         w = half_widths(table)

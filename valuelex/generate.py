@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from valuelex import grid
-from valuelex.engines.base import RESULT_FIELDS, build_engine, request_dataset
+from valuelex.engines.base import RESULT_FIELDS, build_engine, request_dataset, result_batches
 from valuelex.instruments import Stage
 from valuelex.records import record_stage
 from valuelex.spec import ModelSpec, Study
@@ -114,9 +114,7 @@ def run_model(
     progress = Progress(f"{stage} {model.name}", total, total - len(rows))
     started = time.monotonic()
     results = build_engine(model, use_gpu=use_gpu).generate(request_dataset(rows, model.options.batch_size))
-    # prefetch_batches=0: with the default of 1, Ray holds each batch until the next one exists,
-    # so a shard would be written one engine batch late (lost by a kill, the tail of every run)
-    for batch in results.iter_batches(batch_size=study.shard_rows, batch_format="pyarrow", prefetch_batches=0):
+    for batch in result_batches(results, study.shard_rows, "pyarrow"):
         shard = conform(batch)
         table.write(shard)
         counts["tokens"] += int(pc.sum(shard["n_completion_tokens"]).as_py() or 0)

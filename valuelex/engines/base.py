@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
@@ -62,6 +62,15 @@ def request_dataset(rows: list[dict[str, Any]], rows_per_block: int) -> ray.data
     import ray.data
 
     return ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / max(1, rows_per_block))))
+
+
+def result_batches(results: ray.data.Dataset, batch_size: int, batch_format: str) -> Iterator[Any]:
+    """An engine's result rows in batches, each handed over as soon as it exists.
+
+    `Dataset.iter_batches` prefetches one batch by default, holding each batch until the next one
+    exists: a shard would be stored one engine batch late (lost by a kill, the tail of every run).
+    """
+    return results.iter_batches(batch_size=batch_size, batch_format=batch_format, prefetch_batches=0)
 
 
 def finish_reason(n_completion_tokens: int, max_tokens: int) -> str:

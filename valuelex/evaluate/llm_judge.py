@@ -311,11 +311,10 @@ class LLMJudge:
 
     def _generate(self, requests: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
         """Result rows in batches of `batch_rows`, as the engine finishes them (never all held at once)."""
-        from valuelex.engines.base import request_dataset
+        from valuelex.engines.base import request_dataset, result_batches
 
         results = self.engine.generate(request_dataset(requests, self.model.options.batch_size))
-        # prefetch_batches=0: the default holds each batch until the next exists (one batch later to the store)
-        for batch in results.iter_batches(batch_format="pandas", batch_size=self.batch_rows, prefetch_batches=0):
+        for batch in result_batches(results, self.batch_rows, "pandas"):
             yield batch.to_dict("records")
 
     def judge(self, completions: list[dict[str, Any]], system: ValueSystem,

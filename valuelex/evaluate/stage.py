@@ -115,7 +115,8 @@ def current_judgments(
     return frame[frame["sample"] < limit].reset_index(drop=True)
 
 
-def _scores(root: OutputRoot, study: Study, systems: list[ValueSystem], judge: Any, samples: int) -> pd.DataFrame:
+def score_systems(root: OutputRoot, study: Study, systems: list[ValueSystem], judge: Any, samples: int) -> pd.DataFrame:
+    """Eq. 4 scores with bootstrap CIs of every system, from this judge's stored judgments with sample < samples."""
     spec = study.evaluation
     tables = [
         score_table(current_judgments(root, study, system, judge.key(system), max_samples=samples), system,
@@ -176,7 +177,7 @@ def run_evaluation(study: Study, systems: list[str] | None = None, out_uri: str 
         for name, counts in judge_pending(root, study, loaded, judge, max_samples=samples).items():
             for k, v in counts.items():
                 per_system[name][k] = per_system[name].get(k, 0) + v if k in ("judged", "invalid") else v
-        return _scores(root, study, loaded, judge, samples)
+        return score_systems(root, study, loaded, judge, samples)
 
     adaptive = None
     if spec.adaptive.enabled:

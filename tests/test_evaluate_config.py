@@ -39,6 +39,10 @@ def test_judge_model_by_name_or_mapping(tmp_path):
     assert mapping.evaluation.judge_model_spec(mapping).name == "j"
     with pytest.raises(StudyError, match=r"study\.yaml: evaluation\.judge_model: no model named 'nope'"):
         load_study(write_study(tmp_path, evaluation={"judge": "llm", "judge_model": "nope"}))  # refused at load
-    broken = load_study(write_study(tmp_path, evaluation={"judge": "llm", "judge_model": {"name": "j"}}))
-    with pytest.raises(StudyError, match=r"evaluation.judge_model: source: Field required"):
-        broken.evaluation.judge_model_spec(broken)
+    # an inline judge is a validated ModelSpec: a typo or a missing field fails when the study loads
+    with pytest.raises(StudyError, match=r"study\.yaml: evaluation\.judge_model\.source: Field required"):
+        load_study(write_study(tmp_path, evaluation={"judge": "llm", "judge_model": {"name": "j"}}))
+    typo = {**judge, "options": {"max_model_lenn": 1024}}
+    message = r"study\.yaml: evaluation\.judge_model\.options\.max_model_lenn: unknown field$"
+    with pytest.raises(StudyError, match=message):
+        load_study(write_study(tmp_path, evaluation={"judge": "llm", "judge_model": typo}))

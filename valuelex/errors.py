@@ -28,10 +28,15 @@ class ConstructionError(ValueLexError):
     """The answers cannot support the asked value taxonomy (too few respondents or words, no structure)."""
 
 
+UNION_TAGS = frozenset({"by-name", "inline"})  # tags of `respondents.ModelReference`: not fields the user wrote
+
+
 def field_path(location: tuple[Any, ...]) -> str:
     """pydantic's error location as the user wrote it: ``models[1].options.tp``."""
     path = ""
     for part in location:
+        if part in UNION_TAGS:
+            continue
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     return path
 

@@ -220,7 +220,7 @@ def models_to_place(study: Study) -> list[ModelSpec]:
     """The study's models plus an LLM judge that is not one of them (it runs in the judging stage)."""
     models = list(study.models)
     spec = study.evaluation
-    if spec.judge == "llm" and isinstance(spec.judge_model, dict):
+    if spec.judge == "llm" and spec.judge_model is not None and not isinstance(spec.judge_model, str):
         judge = spec.judge_model_spec(study)
         if judge.name not in {m.name for m in models}:
             models.append(judge)

@@ -9,85 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from valuelex.construct.config import ConstructionSpec
 from valuelex.errors import StudyError, invalid_fields
 from valuelex.evaluate.config import EvaluationSpec
-
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
-
-
-class Strict(BaseModel):
-    """Base for spec models: unknown keys are errors, values are immutable once loaded."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Training(StrEnum):
-    pretrained = "pretrained"
-    instruction_tuned = "instruction-tuned"
-    aligned = "aligned"
-
-
-class EngineOptions(Strict):
-    """How a model's engine is placed and configured; passed through to vLLM where it applies."""
-
-    tensor_parallel_size: int = Field(1, ge=1)
-    pipeline_parallel_size: int = Field(1, ge=1)
-    max_model_len: int | None = Field(None, ge=16)
-    dtype: str = "auto"
-    enforce_eager: bool = False
-    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
-    accelerator_type: str | None = None
-    batch_size: int = Field(32, ge=1, description="rows per engine batch")
-    concurrency: int = Field(1, ge=1, description="engine replicas (actors) for this model")
-    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra vLLM engine args")
-    # OpenAI-compatible engines
-    base_url: str | None = None
-    # a variable's name only: a pasted key fails here instead of landing in study.json and messages
-    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
-                                    description="name of the env var holding the API key")
-    max_concurrency: int = Field(8, ge=1, description="requests in flight at once")
-    max_qps: float | None = Field(None, gt=0, description="requests started per second, at most")
-    max_retries: int = Field(4, ge=0)
-    request_timeout_s: float = Field(120.0, gt=0)
-
-
-class ModelSpec(Strict):
-    """One LLM. With each decoding config it makes one respondent."""
-
-    name: str = Field(pattern=NAME_PATTERN)
-    source: str = Field(
-        min_length=1,
-        description="hub id, local path, s3://bucket/prefix, or gguf-wheel:PACKAGE for a packaged GGUF",
-    )
-    engine: Literal["vllm", "openai"] = "vllm"
-    size_b: float | None = Field(None, gt=0, description="parameters in billions; null when unknown")
-    training: Training
-    family: str = Field(min_length=1)
-    prompting: Literal["chat", "completion"]
-    options: EngineOptions = Field(default_factory=EngineOptions)
-
-    @model_validator(mode="after")
-    def _openai_needs_url(self) -> ModelSpec:
-        if self.engine == "openai" and not self.options.base_url:
-            raise ValueError("options.base_url is required for engine 'openai'")
-        return self
-
-
-class DecodingConfig(Strict):
-    """One point of the decoding grid Θ."""
-
-    name: str = Field(pattern=NAME_PATTERN)
-    temperature: float = Field(ge=0, le=2)
-    top_p: float = Field(gt=0, le=1)
-    max_tokens: int = Field(128, ge=1, le=32768)
+from valuelex.respondents import NAME_PATTERN, DecodingConfig, ModelSpec, Strict
 
 
 class PromptSelection(Strict):
@@ -148,8 +79,12 @@ class Study(Strict):
 
     def fingerprint(self) -> str:
         """A short hash of the spec, to tell runs of different specs apart."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return fingerprint_of(self.model_dump(mode="json"))
+
+
+def fingerprint_of(document: dict[str, Any]) -> str:
+    """The fingerprint of a study's JSON dump (study.json): `Study.fingerprint` without validating it."""
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def load_study(path: str | Path) -> Study:

@@ -11,20 +11,21 @@ Example::
       max_judge_retries: 2
       adaptive: {enabled: true, epsilon: 0.03, start_samples: 2, step: 2, max_samples: 20}
 
-This module imports nothing from `valuelex.spec` (which imports it): the judge model is kept as
-a name or a plain mapping and turned into a `ModelSpec` by `judge_model_spec` when it is used.
+An inline judge model is a `ModelSpec` (from `valuelex.respondents`, below the study spec), so a
+typo inside it fails `valuelex validate` with `file: evaluation.judge_model.field: message`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from valuelex.errors import StudyError
+from valuelex.respondents import ModelReference, ModelSpec
 
 if TYPE_CHECKING:
-    from valuelex.spec import ModelSpec, Study
+    from valuelex.spec import Study
 
 
 class _Strict(BaseModel):
@@ -53,7 +54,7 @@ class EvaluationSpec(_Strict):
     judge: Literal["embedding", "llm"] = Field(
         "embedding", description="embedding: cosine similarity to each dimension (offline); llm: a judge LLM"
     )
-    judge_model: str | dict[str, Any] | None = Field(
+    judge_model: ModelReference | None = Field(
         None, description="for judge 'llm': a model of the study by name, or a model mapping (like `models:`)"
     )
     systems: list[str] = Field(
@@ -86,20 +87,11 @@ class EvaluationSpec(_Strict):
         return self
 
     def judge_model_spec(self, study: Study | None = None) -> ModelSpec:
-        """The judge LLM as a `ModelSpec`: a study model by name, or the mapping validated now."""
-        from valuelex.spec import ModelSpec
-
+        """The judge LLM as a `ModelSpec`: a study model by name, or the inline model."""
         if self.judge_model is None:
             raise StudyError("evaluation.judge_model: missing (needed for judge 'llm')")
-        if isinstance(self.judge_model, str):
-            if study is None:
-                raise StudyError(f"evaluation.judge_model: {self.judge_model!r} names a model, but no study was given")
-            return study.model(self.judge_model)
-        try:
-            return ModelSpec.model_validate(self.judge_model)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '(model)'}: {e['msg'].removeprefix('Value error, ')}"
-                for e in exc.errors()
-            )
-            raise StudyError(f"evaluation.judge_model: {problems}") from None
+        if isinstance(self.judge_model, ModelSpec):
+            return self.judge_model
+        if study is None:
+            raise StudyError(f"evaluation.judge_model: {self.judge_model!r} names a model, but no study was given")
+        return study.model(self.judge_model)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-import valuelex
+from valuelex._version import __version__
 from valuelex.construct.clustering import pca_2d, refine_dimensions, split_subdimensions
 from valuelex.construct.config import ConstructionSpec
 from valuelex.construct.cooccurrence import Incidence, correlation_matrix
@@ -221,7 +221,7 @@ def assemble(structure: Structure, incidence: Incidence, spec: ConstructionSpec,
         description=f"Value system constructed by ValueLex from {incidence.n_units} {spec.unit}s and "
         f"{len(kept_index)} value words (K={structure.k.chosen} by {structure.k.rule}).",
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        valuelex_version=valuelex.__version__,
+        valuelex_version=__version__,
         study=study, study_fingerprint=study_fingerprint, label=spec.label,
         filter={key: list(values) for key, values in spec.filter.items()},
         settings=spec.model_dump(mode="json"), corpus=corpus,

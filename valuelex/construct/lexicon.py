@@ -6,7 +6,8 @@ deterministic: answer shapes (numbered or bulleted lists, comma/``and``/semicolo
 candidate tokens, refusal clauses ("I'm an AI and don't have values") are dropped, tokens on the
 packaged stop-list (``valuelex/data/lexicon_stopwords.txt``) are dropped, and the rest are
 normalised so that morphological variants count as one word (honest/honesty -> honesty,
-unbiased/unbiasedness -> unbiased). An optional judge (an LLM behind a callable) then filters the
+unbiased/unbiasedness -> unbiased; the variant, compound and exception tables are package data,
+``valuelex/data/lexicon/lexicon.yaml``). An optional judge (an LLM behind a callable) then filters the
 distinct candidates; with no judge every candidate is kept and frequency pruning does the rest.
 """
 
@@ -17,8 +18,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
+from typing import Any
 
 import pyarrow as pa
+import yaml
 
 Judge = Callable[[list[str]], Iterable[str]]
 """An LLM judgement: given candidate words, return the ones that name a value."""
@@ -38,63 +41,74 @@ OCCURRENCE_SCHEMA = pa.schema(
 )
 """One row per (answer, distinct value word): the word's provenance."""
 
-# Irregular morphology: variant -> canonical form. Values here are final (never rewritten again).
-# The canonical form is the abstract noun where English has a common one (honesty, transparency),
-# else the adjective (unbiased, open-minded): "-edness" nouns are rarely what a model writes.
-VARIANTS: dict[str, str] = {
-    "honest": "honesty", "transparent": "transparency", "accurate": "accuracy", "private": "privacy",
-    "efficient": "efficiency", "consistent": "consistency", "competent": "competence", "patient": "patience",
-    "independent": "independence", "intelligent": "intelligence", "diligent": "diligence",
-    "confident": "confidence", "benevolent": "benevolence", "excellent": "excellence", "persistent": "persistence",
-    "prudent": "prudence", "resilient": "resilience", "coherent": "coherence", "tolerant": "tolerance",
-    "relevant": "relevance", "compliant": "compliance", "vigilant": "vigilance", "decent": "decency",
-    "empathetic": "empathy", "empathic": "empathy", "sympathetic": "sympathy", "compassionate": "compassion",
-    "kind": "kindness", "fair": "fairness", "loyal": "loyalty", "safe": "safety", "secure": "security",
-    "true": "truth", "wise": "wisdom", "free": "freedom", "humble": "humility", "curious": "curiosity",
-    "generous": "generosity", "courteous": "courtesy", "polite": "politeness", "ethical": "ethics",
-    "ethic": "ethics", "moral": "morality", "neutral": "neutrality", "impartial": "impartiality",
-    "objective": "objectivity", "creative": "creativity", "innovative": "innovation",
-    "collaborative": "collaboration", "cooperative": "cooperation", "cooperativeness": "cooperation",
-    "inclusive": "inclusivity", "inclusiveness": "inclusivity", "inclusion": "inclusivity",
-    "productive": "productivity", "sensitive": "sensitivity", "positive": "positivity", "precise": "precision",
-    "clear": "clarity", "concise": "conciseness", "thorough": "thoroughness", "open": "openness",
-    "friendly": "friendliness", "respectful": "respect", "caring": "care", "equal": "equality",
-    "diverse": "diversity", "unique": "uniqueness", "loving": "love", "trustworthy": "trustworthiness",
-    "modest": "modesty", "grateful": "gratitude", "gratefulness": "gratitude", "dedicated": "dedication",
-    "committed": "commitment", "determined": "determination", "motivated": "motivation",
-    "passionate": "passion", "professional": "professionalism", "altruistic": "altruism",
-    "optimistic": "optimism", "authentic": "authenticity", "sincere": "sincerity", "simple": "simplicity",
-    "adaptive": "adaptability", "supportive": "supportiveness", "knowledgeable": "knowledge",
-    "knowledgable": "knowledge", "patriotic": "patriotism", "environmentalist": "environmentalism",
-    "spiritual": "spirituality", "religious": "religion", "peaceful": "peace", "joyful": "joy",
-    "hopeful": "hope", "powerful": "power", "successful": "success", "harmless": "harmlessness",
-    "unbiased": "unbiased", "nonjudgmental": "non-judgmental", "wellbeing": "well-being",
-    "judgement": "judgment", "honour": "honor", "honorable": "honor", "biases": "bias", "faithful": "faith",
-    "loyalties": "loyalty", "rigorous": "rigor", "rigour": "rigor", "punctual": "punctuality",
-    "reliable": "reliability", "accountable": "accountability", "responsible": "responsibility",
-    "accessible": "accessibility", "sustainable": "sustainability", "flexible": "flexibility",
-    "explainable": "explainability", "confidential": "confidentiality", "informative": "informativeness",
-    "factual": "factuality", "brave": "bravery", "courageous": "courage", "calm": "calmness",
-    "attentive": "attentiveness", "timely": "timeliness", "considerate": "consideration", "independant": "independence",
-}
-_NO_SINGULAR = frozenset({"ethics", "bias", "analytics", "politics", "economics", "physics", "aesthetics", "gas"})
-_NO_ABILITY = frozenset(
-    {"valuable", "comfortable", "reasonable", "suitable", "considerable", "notable", "vulnerable", "enjoyable",
-     "sensible", "terrible", "horrible", "incredible", "possible", "impossible", "available", "table", "remarkable"}
-)
-_NO_FULNESS = frozenset({"awful"})
-# Adverbs ("respond accurately", "most accurately represent") are dropped, except these "-ly" words.
-_LY_KEEP = frozenset(
-    {"family", "friendly", "unfriendly", "lovely", "holy", "orderly", "elderly", "homely", "supply", "reply",
-     "assembly", "melancholy", "monopoly", "anomaly", "neighborly", "brotherly", "sisterly", "fatherly",
-     "motherly", "lonely", "costly", "timely", "godly", "worldly", "scholarly", "butterfly"}
-)
-COMPOUNDS: dict[tuple[str, str], str] = {
-    ("open", "minded"): "open-minded", ("open", "mindedness"): "open-minded",
-    ("user", "friendly"): "user-friendly", ("well", "being"): "well-being",
-    ("self", "improvement"): "self-improvement", ("non", "judgmental"): "non-judgmental",
-    ("fact", "based"): "fact-based", ("evidence", "based"): "evidence-based",
-}
+LEXICON_FILE = "valuelex/data/lexicon/lexicon.yaml"
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The lexicon's data (``valuelex/data/lexicon/lexicon.yaml``; the file says what each table is for)."""
+
+    variants: dict[str, str]
+    """Irregular morphology: variant -> final canonical form (honest -> honesty)."""
+    compounds: dict[tuple[str, str], str]
+    """Two tokens written apart that are one word: (open, minded) -> open-minded."""
+    no_singular: frozenset[str]
+    no_ability: frozenset[str]
+    no_fulness: frozenset[str]
+    ly_keep: frozenset[str]
+
+
+def _words(raw: dict, field: str) -> list[str]:
+    value = raw.get(field)
+    if not isinstance(value, list) or not all(isinstance(w, str) and _WORD.fullmatch(w) for w in value):
+        raise ValueError(f"{LEXICON_FILE}: {field}: expected a list of lowercase words")
+    return value
+
+
+def _mapping(raw: dict, field: str) -> dict[str, str]:
+    value = raw.get(field)
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) and _WORD.fullmatch(v)
+                                              for k, v in value.items()):
+        raise ValueError(f"{LEXICON_FILE}: {field}: expected a mapping of lowercase words to lowercase words")
+    return value
+
+
+@cache
+def tables() -> Tables:
+    """The packaged lexicon tables, read once on first use (importing this module reads nothing).
+
+    Checked as they load: a word YAML reads as something else (an unquoted ``true``) or an
+    upper-case key would otherwise never match a token and silently change extraction.
+    """
+    text = resources.files("valuelex.data").joinpath("lexicon", "lexicon.yaml").read_text(encoding="utf-8")
+    raw = yaml.safe_load(text)
+    if not isinstance(raw, dict) or raw.get("version") != 1:
+        raise ValueError(f"{LEXICON_FILE}: expected version 1")
+    variants = _mapping(raw, "variants")
+    if not all(_WORD.fullmatch(k) for k in variants):
+        raise ValueError(f"{LEXICON_FILE}: variants: every variant must be a lowercase word")
+    compounds: dict[tuple[str, str], str] = {}
+    for pair, joined in _mapping(raw, "compounds").items():
+        first, _, second = pair.partition(" ")
+        if not (_WORD.fullmatch(first) and _WORD.fullmatch(second)):
+            raise ValueError(f"{LEXICON_FILE}: compounds: {pair!r} must be two lowercase words")
+        compounds[(first, second)] = joined
+    return Tables(variants=variants, compounds=compounds, no_singular=frozenset(_words(raw, "no_singular")),
+                  no_ability=frozenset(_words(raw, "no_ability")), no_fulness=frozenset(_words(raw, "no_fulness")),
+                  ly_keep=frozenset(_words(raw, "ly_keep")))
+
+
+def __getattr__(name: str) -> Any:
+    """``VARIANTS`` and ``COMPOUNDS``, the tables under their names from before they were data (PEP 562).
+
+    Read lazily so that importing the module stays free of file reads.
+    """
+    if name == "VARIANTS":
+        return tables().variants
+    if name == "COMPOUNDS":
+        return tables().compounds
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _LIST_MARKER = re.compile(r"^\s*(?:[-*•+·▪►‣◦]|\(?\d{1,3}[.):]|\(?[A-Za-z][.)])\s+")
 _BOLD_HEAD = re.compile(r"^(?:\*\*|__)(.+?)(?:\*\*|__)\s*[:\-–—]?\s*(.*)$")
@@ -132,7 +146,7 @@ def stopwords() -> frozenset[str]:
 
 
 def _singular(word: str) -> str:
-    if word in _NO_SINGULAR or len(word) <= 3:
+    if word in tables().no_singular or len(word) <= 3:
         return word
     if word.endswith("ies") and len(word) > 4:
         return word[:-3] + "y"
@@ -144,19 +158,21 @@ def _singular(word: str) -> str:
 
 
 def _canonical(word: str) -> str:
-    if word in VARIANTS:
-        return VARIANTS[word]
+    table = tables()
+    variants = table.variants
+    if word in variants:
+        return variants[word]
     if word.endswith("edness") and len(word) > 8:
         word = word[:-4]  # unbiasedness -> unbiased, open-mindedness -> open-minded
     elif word.endswith(("iveness", "ousness")) and word != "forgiveness":
         word = word[:-4]  # supportiveness -> supportive, curiousness -> curious
-    elif word.endswith("ful") and len(word) >= 6 and word not in _NO_FULNESS:
+    elif word.endswith("ful") and len(word) >= 6 and word not in table.no_fulness:
         word = word + "ness"  # helpful -> helpfulness
-    elif word.endswith("able") and len(word) >= 8 and word not in _NO_ABILITY:
+    elif word.endswith("able") and len(word) >= 8 and word not in table.no_ability:
         word = word[:-4] + "ability"  # dependable -> dependability
-    elif word.endswith("ible") and len(word) >= 7 and word not in _NO_ABILITY:
+    elif word.endswith("ible") and len(word) >= 7 and word not in table.no_ability:
         word = word[:-4] + "ibility"  # credible -> credibility
-    return VARIANTS.get(word, word)
+    return variants.get(word, word)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -169,7 +185,7 @@ def normalize_word(token: str) -> str | None:
     if not 3 <= len(word) <= 30 or not _WORD.fullmatch(word):
         return None
     stop = stopwords()
-    if word in stop or (word.endswith("ly") and len(word) >= 6 and word not in _LY_KEEP and "-" not in word):
+    if word in stop or (word.endswith("ly") and len(word) >= 6 and word not in tables().ly_keep and "-" not in word):
         return None
     word = _canonical(_singular(word))
     if word in stop or len(word) < 3:
@@ -246,12 +262,13 @@ def _is_refusal(clause: str) -> bool:
 
 def _clause_words(clause: str) -> list[Extracted]:
     tokens = _TOKEN.findall(clause)
+    compounds = tables().compounds
     found: list[Extracted] = []
     index = 0
     while index < len(tokens):
         token = tokens[index]
         if index + 1 < len(tokens):
-            joined = COMPOUNDS.get((token.lower(), tokens[index + 1].lower()))
+            joined = compounds.get((token.lower(), tokens[index + 1].lower()))
             if joined:
                 found.append(Extracted(joined, f"{token} {tokens[index + 1]}"))
                 index += 2

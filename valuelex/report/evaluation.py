@@ -30,7 +30,6 @@ from valuelex.report.figures import (
     Text,
     color,
     fmt_ci,
-    fmt_int,
     fmt_num,
     model_label,
     new_figure,
@@ -38,18 +37,10 @@ from valuelex.report.figures import (
     training_color,
 )
 from valuelex.report.load import RunData
+from valuelex.report.systems import systems_block
+from valuelex.report.tables import NEUTRAL, bootstrap_level, cell, children, dimensions, scores_table, top_level
 
-NEUTRAL = 0.5  # a judge score of 3 of 6
 CI_LEVEL = 0.95  # of the intervals this report computes (group means, size trend)
-
-
-def bootstrap_level(data: RunData) -> str:
-    """The level of the stored score CIs, as text: the study's evaluation.ci_level (not stored with the scores)."""
-    level = ((data.study or {}).get("evaluation") or {}).get("ci_level")
-    try:
-        return f"{float(level) * 100:g}%"
-    except (TypeError, ValueError):
-        return "bootstrap (level not recorded)"
 
 
 def primary_system(scores: pd.DataFrame, evaluation: dict[str, Any] | None) -> str:
@@ -61,31 +52,6 @@ def primary_system(scores: pd.DataFrame, evaluation: dict[str, Any] | None) -> s
         if name in systems:
             return name
     return systems[0]
-
-
-def dimensions(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """The (sub)dimensions of one system's scores in stored order: key, name, level, parent."""
-    seen: dict[str, dict[str, Any]] = {}
-    for row in frame[["key", "dimension", "level", "parent"]].to_dict("records"):
-        seen.setdefault(row["key"], {"key": row["key"], "name": row["dimension"], "level": row["level"],
-                                     "parent": row["parent"]})
-    return list(seen.values())
-
-
-def top_level(dims: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [d for d in dims if d["level"] == "dimension"]
-
-
-def children(dims: list[dict[str, Any]], parent: dict[str, Any]) -> list[dict[str, Any]]:
-    return [d for d in dims if d["level"] == "subdimension" and d["parent"] == parent["name"]]
-
-
-def _cell(frame: pd.DataFrame, model: str, key: str) -> tuple[float, float, float]:
-    row = frame[(frame["model"] == model) & (frame["key"] == key)]
-    if row.empty:
-        return (np.nan, np.nan, np.nan)
-    r = row.iloc[0]
-    return float(r["w"]), float(r["ci_low"]), float(r["ci_high"])
 
 
 def _neutral(ax: Any, vertical: bool = True) -> None:
@@ -110,7 +76,7 @@ def scores_figure(frame: pd.DataFrame, system: str, models: list[str], meta: dic
     for ax, group, title in zip(axes, groups, titles, strict=True):
         offsets = np.linspace(-0.28, 0.28, len(group)) if len(group) > 1 else np.zeros(1)
         for s_index, (dim, offset) in enumerate(zip(group, offsets, strict=True)):
-            values = np.array([_cell(frame, m, dim["key"]) for m in models]).reshape(-1, 3)
+            values = np.array([cell(frame, m, dim["key"]) for m in models]).reshape(-1, 3)
             w, low, high = values[:, 0], values[:, 1], values[:, 2]
             ok = np.isfinite(w)
             is_parent = not flat and s_index == 0
@@ -119,7 +85,7 @@ def scores_figure(frame: pd.DataFrame, system: str, models: list[str], meta: dic
                         color="black" if is_parent else color(s_index - (0 if flat else 1)),
                         elinewidth=1.4 if is_parent else 1.0, capsize=2, label=dim["name"], zorder=3)
         for row, model in enumerate(models):
-            if not any(np.isfinite(_cell(frame, model, d["key"])[0]) for d in group):
+            if not any(np.isfinite(cell(frame, model, d["key"])[0]) for d in group):
                 ax.text(0.5, row, "no valid judgment", ha="center", va="center", fontsize=7, color="#888888")
         _neutral(ax)
         ax.set_xlim(0, 1)
@@ -137,26 +103,6 @@ def scores_figure(frame: pd.DataFrame, system: str, models: list[str], meta: dic
                + "The dashed line is neutral (judge score 3 of 6). (P) pretrained, (IT) instruction-tuned, "
                "(A) aligned; labels are coloured by training method.")
     return fig, caption
-
-
-def scores_table(frame: pd.DataFrame, system: str, models: list[str], meta: dict[str, dict],
-                 collapsed: bool = False, level: str = "95%") -> TableItem:
-    dims = dimensions(frame)
-    rows = []
-    for model in models:
-        mine = frame[frame["model"] == model]
-        n = int(mine["n"].iloc[0]) if len(mine) else 0
-        n_invalid = int(mine["n_invalid"].iloc[0]) if len(mine) else 0
-        rows.append([model_label(model, meta.get(model, {}).get("training")), fmt_int(n), fmt_int(n_invalid),
-                     *(fmt_ci(*_cell(frame, model, d["key"])) for d in dims)])
-    judge = str(frame["judge"].iloc[0]) if "judge" in frame.columns and len(frame) else "—"
-    return TableItem(
-        id=f"table-scores-{system}", title=f"Scores in the {system} system", css="scores", collapsed=collapsed,
-        columns=["Model", "Valid", "Invalid", *(d["name"] if d["level"] == "dimension" else f"· {d['name']}"
-                                               for d in dims)],
-        rows=rows, numeric=[False, True, True, *([True] * len(dims))],
-        caption=f"w [{level} CI] per (sub)dimension; Valid / Invalid: judged completions used / "
-                f"left out (judge {judge}).")
 
 
 # --- groupings ----------------------------------------------------------------------------------
@@ -193,7 +139,7 @@ def grouping_figure(frame: pd.DataFrame, system: str, models: list[str], meta: d
     rng = np.random.default_rng(0)
     for ax, dim in zip(axes, panels, strict=True):
         for g_index, (group, members) in enumerate(groups):
-            cells = np.array([_cell(frame, m, dim["key"]) for m in members]).reshape(-1, 3)
+            cells = np.array([cell(frame, m, dim["key"]) for m in members]).reshape(-1, 3)
             mean, low, high = group_stats(cells[:, 0])
             bar_color = TRAINING_COLORS.get(group, color(g_index)) if by == "training" else color(g_index)
             if np.isfinite(mean):
@@ -225,7 +171,7 @@ def grouping_table(frame: pd.DataFrame, models: list[str], meta: dict[str, dict]
     for group, members in _groups(models, meta, by):
         cells = []
         for dim in dims:
-            values = np.array([_cell(frame, m, dim["key"])[0] for m in members])
+            values = np.array([cell(frame, m, dim["key"])[0] for m in members])
             cells.append(fmt_ci(*group_stats(values)))
         rows.append([group, len(members), ", ".join(members), *cells])
     return TableItem(id=f"table-by-{by}", title=f"Group means by {by}", collapsed=True,
@@ -272,7 +218,7 @@ def size_trend_figure(frame: pd.DataFrame, system: str, models: list[str], meta:
     axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)).ravel()
     grid = np.linspace(x.min(), x.max(), 50)
     for ax, dim in zip(axes, dims, strict=False):
-        cells = np.array([_cell(frame, m, dim["key"]) for m in sized]).reshape(-1, 3)
+        cells = np.array([cell(frame, m, dim["key"]) for m in sized]).reshape(-1, 3)
         for training in [*TRAINING_ORDER, None]:
             mask = np.array([meta.get(m, {}).get("training") == training
                              if training else meta.get(m, {}).get("training") not in TRAINING_ORDER for m in sized])
@@ -337,7 +283,7 @@ def size_table(frame: pd.DataFrame, models: list[str], meta: dict[str, dict]) ->
     x = np.log10(np.array([_size(meta, m) for m in sized], dtype=float))
     rows = []
     for dim in dimensions(frame):
-        y = np.array([_cell(frame, m, dim["key"])[0] for m in sized])
+        y = np.array([cell(frame, m, dim["key"])[0] for m in sized])
         fit = size_fit(x, y)
         name = dim["name"] if dim["level"] == "dimension" else f"· {dim['name']}"
         if fit is None:
@@ -359,7 +305,7 @@ def glance(frame: pd.DataFrame, system: str, models: list[str], meta: dict[str, 
     dims = top_level(dimensions(frame))
     means = []
     for dim in dims:
-        values = np.array([_cell(frame, m, dim["key"])[0] for m in models])
+        values = np.array([cell(frame, m, dim["key"])[0] for m in models])
         if np.isfinite(values).any():
             means.append((float(np.nanmean(values)), dim["name"]))
     pairs: list[tuple[str, Any]] = []
@@ -368,7 +314,7 @@ def glance(frame: pd.DataFrame, system: str, models: list[str], meta: dict[str, 
         pairs.append(("dimensions by mean w over models", " > ".join(f"{n} {m:.2f}" for m, n in ranked)))
     by_training = []
     for group, members in _groups(models, meta, "training"):
-        values = np.array([_cell(frame, m, d["key"])[0] for m in members for d in dims])
+        values = np.array([cell(frame, m, d["key"])[0] for m in members for d in dims])
         if np.isfinite(values).any():
             by_training.append(f"{group} {np.nanmean(values):.2f} ({len(members)} models)")
     if by_training:
@@ -378,7 +324,7 @@ def glance(frame: pd.DataFrame, system: str, models: list[str], meta: dict[str, 
         x = np.log10(np.array([_size(meta, m) for m in sized], dtype=float))
         trends = []
         for dim in dimensions(frame):
-            fit = size_fit(x, np.array([_cell(frame, m, dim["key"])[0] for m in sized]))
+            fit = size_fit(x, np.array([cell(frame, m, dim["key"])[0] for m in sized]))
             if fit and (fit["slope_low"] > 0 or fit["slope_high"] < 0):
                 trends.append(f"{dim['name']} {fit['slope']:+.3f} per 10× size")
         pairs.append((f"size slopes whose {int(CI_LEVEL * 100)}% CI excludes 0", "; ".join(trends) or "none"))
@@ -451,8 +397,6 @@ def evaluation_section(data: RunData, writer: FigureWriter) -> Section:
         section.add(writer.render("fig-size-trend", "Size trend", lambda: size_trend_figure(frame, system, models,
                                                                                             meta)))
         section.add(size_table(frame, models, meta))
-
-    from valuelex.report.systems import systems_block
 
     systems_block(data, scores, models, meta, writer, section, primary=system)
     return section

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from valuelex.report.evaluation import NEUTRAL, _cell, bootstrap_level, dimensions, scores_table, top_level
 from valuelex.report.figures import (
     SYSTEM_ORDER,
     FigureWriter,
@@ -24,6 +23,7 @@ from valuelex.report.figures import (
     training_color,
 )
 from valuelex.report.load import RunData
+from valuelex.report.tables import NEUTRAL, bootstrap_level, cell, dimensions, scores_table, top_level
 
 
 def system_order(systems: list[str]) -> list[str]:
@@ -43,7 +43,7 @@ def systems_figure(scores: pd.DataFrame, systems: list[str], models: list[str],
                                       gridspec_kw={"width_ratios": widths})[0])
     image = None
     for ax, (system, frame, dims) in zip(axes, panels, strict=True):
-        matrix = np.array([[_cell(frame, m, d["key"])[0] for d in dims] for m in models], dtype=float)
+        matrix = np.array([[cell(frame, m, d["key"])[0] for d in dims] for m in models], dtype=float)
         matrix = matrix.reshape(len(models), len(dims))
         image = ax.imshow(np.ma.masked_invalid(matrix), cmap="RdBu", vmin=0, vmax=1, aspect="auto")
         for i in range(matrix.shape[0]):

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
-import ray.data
 
 from tests.fault_server import FaultServer
-from tests.helpers import write_study
-from valuelex.engines.base import build_engine
-from valuelex.generate import run_stage
+from tests.helpers import elicit, write_study
+from valuelex.engines.base import Engine, build_engine
 from valuelex.instruments import elicitation_prompts
 from valuelex.spec import ModelSpec, load_study
 from valuelex.store import OutputRoot
@@ -28,12 +27,16 @@ def request(prompt: str, i: int) -> dict:
             "top_p": 0.9, "max_tokens": 16, "seed": i}
 
 
+def generate_all(engine: Engine, rows: list[dict]) -> list[dict]:
+    return pa.concat_tables(engine.generate(rows, batch_rows=len(rows)), promote_options="default").to_pylist()
+
+
 def test_bounded_retries_recover_transient_faults_and_keep_permanent_ones(ray_local: None) -> None:
     prompts = ["fail:429:2", "fail:500:3", "fail:timeout:1", "fail:badjson:1", "fail:empty:2", "fail:500:always",
                "fail:429:always", "a healthy prompt"]
     with FaultServer(timeout_sleep=2.5) as server:
-        engine = build_engine(ModelSpec.model_validate(served(server.base_url)))
-        rows = engine.generate(ray.data.from_items([request(p, i) for i, p in enumerate(prompts)])).take_all()
+        engine = build_engine(ModelSpec.model_validate(served(server.base_url)), use_gpu=None)
+        rows = generate_all(engine, [request(p, i) for i, p in enumerate(prompts)])
         by_prompt = {r["prompt"]: r for r in rows}
         assert len(rows) == len(prompts)  # nothing dropped
         for prompt in prompts[:5] + prompts[-1:]:
@@ -51,20 +54,20 @@ def test_failed_rows_are_stored_and_retried_by_the_next_run(ray_local: None, tmp
         model = served(server.base_url, max_retries=1)
         study = load_study(write_study(tmp_path, models=[model]))
         out = str(tmp_path / "out")
-        first = run_stage(study, "elicitation", out)
-        assert first.generated_rows == 8 and first.failed_rows == 4  # q01's 4 rows failed, q09's succeeded
+        first = elicit(study, out)
+        assert first["rows_generated"] == 8 and first["rows_failed"] == 4  # q01's 4 rows failed, q09's succeeded
         table = OutputRoot(out).table("elicitation")
         stored = table.read().to_pylist()
         assert len(stored) == 8 and sum(r["error"] is not None for r in stored) == 4
         assert all("500" in r["error"] for r in stored if r["error"])
 
         server.healthy = True
-        second = run_stage(study, "elicitation", out)
-        assert second.generated_rows == 4 and second.failed_rows == 0 and second.skipped_rows == 4
+        second = elicit(study, out)
+        assert second["rows_generated"] == 4 and second["rows_failed"] == 0 and second["rows_already_stored"] == 4
         final = table.read().to_pylist()
         assert len(final) == 8 and all(r["error"] is None for r in final)
         assert table.read_raw().num_rows == 12  # the failed attempts stay on record
-        assert run_stage(study, "elicitation", out).generated_rows == 0
+        assert elicit(study, out)["rows_generated"] == 0
         assert server.attempts[q01] == 4 * 2 + 4  # two attempts per row in run 1, one in run 2
 
 
@@ -72,7 +75,6 @@ def test_failed_rows_are_stored_and_retried_by_the_next_run(ray_local: None, tmp
 def test_completion_endpoint(ray_local: None, prompting: str) -> None:
     with FaultServer() as server:
         spec = ModelSpec.model_validate({**served(server.base_url), "prompting": prompting})
-        rows = build_engine(spec).generate(ray.data.from_items([{**request("I like", 0), "prompting": prompting}]))
-        (row,) = rows.take_all()
+        (row,) = generate_all(build_engine(spec, use_gpu=None), [{**request("I like", 0), "prompting": prompting}])
         assert row["error"] is None and row["response"].startswith("values for I like")
         assert row["n_prompt_tokens"] == 5 and row["n_completion_tokens"] == 4

@@ -61,7 +61,7 @@ def test_hub_ids_and_paths_pass_through() -> None:
 def test_vllm_placement_cpu_bundle_here_gpu_bundles_on_a_cluster() -> None:
     spec = ModelSpec.model_validate({**SMOLLM_MODEL, "options": {
         "tensor_parallel_size": 8, "accelerator_type": "H100", "engine_kwargs": {"enable_prefix_caching": True}}})
-    engine = build_engine(spec)
+    engine = build_engine(spec, use_gpu=None)
     assert isinstance(engine, VLLMEngine)
     cpu = engine.processor_config("/models/x", use_gpu=False)
     assert [b["CPU"] for b in cpu.placement_group_config["bundles"]] == [1] * 8
@@ -78,9 +78,9 @@ def test_openai_engine_needs_its_key_in_the_environment(monkeypatch: pytest.Monk
         "base_url": "http://127.0.0.1:9/v1", "api_key_env": "VALUELEX_TEST_KEY"}})
     monkeypatch.delenv("VALUELEX_TEST_KEY", raising=False)
     with pytest.raises(EngineError, match="VALUELEX_TEST_KEY"):
-        build_engine(spec)
+        build_engine(spec, use_gpu=None)
     monkeypatch.setenv("VALUELEX_TEST_KEY", "sk-test")
-    assert isinstance(build_engine(spec), OpenAIEngine)
+    assert isinstance(build_engine(spec, use_gpu=None), OpenAIEngine)
 
 
 def test_backoff_is_bounded_and_jittered() -> None:

@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from valuelex.engines.base import request_row
 from valuelex.instruments import Stage, select
 from valuelex.spec import DecodingConfig, ModelSpec, Study
 
@@ -54,14 +55,12 @@ def requests(study: Study, stage: Stage, model: ModelSpec, samples: int | None =
         for config in study.decoding:
             for sample in range(samples or study.samples):
                 row_id, seed = row_identity(study, stage, model, config, item.id, prompt, sample)
-                yield {
-                    "row_id": row_id, "study": study.name, "stage": stage, "model": model.name,
-                    "training": model.training.value, "size_b": model.size_b, "family": model.family,
-                    "prompting": model.prompting, "config": config.name,
-                    "temperature": config.temperature, "top_p": config.top_p,
-                    "max_tokens": config.max_tokens, "item_id": item.id, "sample": sample,
-                    "seed": seed, "prompt": prompt,
-                }
+                yield request_row(
+                    row_id, prompt, prompting=model.prompting, temperature=config.temperature,
+                    top_p=config.top_p, max_tokens=config.max_tokens, seed=seed,
+                    study=study.name, stage=stage, model=model.name, training=model.training.value,
+                    size_b=model.size_b, family=model.family, config=config.name, item_id=item.id, sample=sample,
+                )
 
 
 def count(study: Study, stage: Stage, model: ModelSpec | None = None, samples: int | None = None) -> int:

@@ -12,9 +12,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
+import yaml
 
 if TYPE_CHECKING:
     from valuelex.spec import ModelSpec
@@ -25,6 +28,7 @@ Namer = Callable[[list[str]], str]
 """An LLM naming a cluster: its words, most important first -> a short name."""
 
 MAX_NAME_CHARS = 60
+NAMING_FILE = "valuelex/data/construct/naming.yaml"
 
 
 def central_order(words: Sequence[str], embeddings: np.ndarray) -> list[str]:
@@ -96,29 +100,55 @@ class ClusterNamer:
         return Naming(self._unique(title(central_words[0])), "fallback")
 
 
-NAMING_PROMPT = (
-    "Language models used these words to describe their own values, most typical first: {words}.\n"
-    "Give one short name (one to three words) for the value they share. Answer with the name only."
-)
-NAMING_COMPLETION = "Words: {words}.\nThe one value these words share is called:"
+@cache
+def naming_prompts() -> dict[str, str]:
+    """The packaged naming prompts by prompting style (chat, completion): prompt wording is data, not code.
+
+    Each is a `str.format` template with one field, ``{words}`` (``valuelex/data/construct/naming.yaml``).
+    """
+    text = resources.files("valuelex.data").joinpath("construct", "naming.yaml").read_text(encoding="utf-8")
+    raw = yaml.safe_load(text)
+    if not isinstance(raw, dict) or raw.get("version") != 1:
+        raise ValueError(f"{NAMING_FILE}: expected version 1")
+    prompts = {style: raw.get(style) for style in ("chat", "completion")}
+    for style, template in prompts.items():
+        if not isinstance(template, str) or "{words}" not in template:
+            raise ValueError(f"{NAMING_FILE}: {style}: expected a prompt with a {{words}} field")
+    return prompts
 
 
-def engine_names(model: ModelSpec, clusters: Sequence[Sequence[str]], seed: int = 0) -> list[str]:
-    """Ask a model (any engine) to name every cluster, one request per cluster, in one engine run."""
-    from valuelex.engines.base import build_engine, request_dataset
-    from valuelex.runtime import ensure_ray
+NAMING_PROMPT = naming_prompts()["chat"]
+"""The naming prompt of a chat model; read on import (a few hundred bytes) since requests use this name."""
+NAMING_COMPLETION = naming_prompts()["completion"]
+"""The naming prompt of a base model: the continuation is the name."""
 
-    ensure_ray()
+
+def naming_requests(model: ModelSpec, clusters: Sequence[Sequence[str]], seed: int = 0) -> list[dict]:
+    """One greedy engine request per cluster, asking for its name from its first 15 words."""
+    from valuelex.engines.base import request_row
+
     template = NAMING_PROMPT if model.prompting == "chat" else NAMING_COMPLETION
-    rows = [{"row_id": f"name-{i}", "model": model.name, "prompting": model.prompting,
-             "prompt": template.format(words=", ".join(words[:15])), "temperature": 0.0, "top_p": 1.0,
-             "max_tokens": 16, "seed": seed + i} for i, words in enumerate(clusters)]
-    results = build_engine(model).generate(request_dataset(rows, model.options.batch_size)).take_all()
-    answers = {r["row_id"]: r["response"] or "" for r in results}
+    return [request_row(f"name-{i}", template.format(words=", ".join(words[:15])), prompting=model.prompting,
+                        temperature=0.0, top_p=1.0, max_tokens=16, seed=seed + i, model=model.name)
+            for i, words in enumerate(clusters)]
+
+
+def engine_names(
+    model: ModelSpec, clusters: Sequence[Sequence[str]], seed: int = 0, *, use_gpu: bool | None = None
+) -> list[str]:
+    """Ask a model (any engine) to name every cluster, one request per cluster, in one engine run."""
+    from valuelex.engines.base import build_engine
+
+    rows = naming_requests(model, clusters, seed)
+    answers: dict[str, str] = {}
+    for batch in build_engine(model, use_gpu=use_gpu).generate(rows, batch_rows=max(1, len(rows))):
+        answers.update((r["row_id"], r["response"] or "") for r in batch.select(["row_id", "response"]).to_pylist())
     return [answers.get(f"name-{i}", "") for i in range(len(clusters))]
 
 
-def named_by_engine(model: ModelSpec, build: Callable[[Namer | None], T], seed: int = 0) -> T:
+def named_by_engine(
+    model: ModelSpec, build: Callable[[Namer | None], T], seed: int = 0, *, use_gpu: bool | None = None
+) -> T:
     """Run `build` (which names clusters through the namer it is given) with an engine's names.
 
     A first pass records which word lists ask for a name; one engine run names them all; the
@@ -132,5 +162,5 @@ def named_by_engine(model: ModelSpec, build: Callable[[Namer | None], T], seed: 
         return ""
 
     build(record)
-    names = dict(zip((tuple(w) for w in asked), engine_names(model, asked, seed), strict=True))
+    names = dict(zip((tuple(w) for w in asked), engine_names(model, asked, seed, use_gpu=use_gpu), strict=True))
     return build(lambda words: names.get(tuple(words), ""))

@@ -1,17 +1,20 @@
-"""One engine interface: a Ray Dataset of requests in, the same rows with answers out.
+"""One engine interface: request rows in, result batches (pyarrow Tables) out, as they finish.
 
-Request rows carry the grid columns (see `valuelex.grid`) — at least ``row_id``, ``prompt``,
-``prompting`` (chat | completion), ``temperature``, ``top_p``, ``max_tokens``, ``seed`` — and may
-carry ``json_schema`` (a JSON string) to constrain the answer. Every engine returns each request
-row once, with `RESULT_COLUMNS` added, whether it succeeded or failed: a failure is data (``error``
-set), never a dropped row.
+Callers build every request row with `request_row` (the one place that knows which columns an
+engine reads) and call ``build_engine(model, use_gpu=...).generate(rows, batch_rows=n)``. Every
+engine returns each request row once, with its carried columns and `RESULT_COLUMNS` added, whether
+it succeeded or failed: a failure is data (``error`` set), never a dropped row.
+
+Engines run as Ray Data pipelines, but Ray Data stays inside this package: the Dataset of request
+blocks, the streaming without prefetch and the ray.data.llm column workarounds are details of the
+engines, so a caller cannot get them wrong.
 """
 
 from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
@@ -30,14 +33,37 @@ RESULT_FIELDS = (
     pa.field("engine", pa.string()),
 )
 RESULT_COLUMNS = tuple(f.name for f in RESULT_FIELDS)
+PROMPTINGS = ("chat", "completion")
+
+
+def request_row(
+    row_id: str, prompt: str, *, prompting: str, temperature: float, top_p: float, max_tokens: int, seed: int,
+    json_schema: str | None = None, **carried: Any,
+) -> dict[str, Any]:
+    """One engine request: the columns engines read, then `carried` columns, handed back untouched.
+
+    ``prompting`` is chat (the model's chat template) or completion (the raw prompt);
+    ``json_schema`` (JSON text, left out when None) constrains the answer.
+    """
+    if prompting not in PROMPTINGS:
+        raise ValueError(f"request {row_id}: prompting must be one of {PROMPTINGS}, not {prompting!r}")
+    row: dict[str, Any] = {
+        "row_id": row_id, "prompt": prompt, "prompting": prompting, "temperature": float(temperature),
+        "top_p": float(top_p), "max_tokens": int(max_tokens), "seed": int(seed),
+    }
+    if json_schema is not None:
+        row["json_schema"] = json_schema
+    return {**row, **carried}
 
 
 class Engine(Protocol):
-    """Generates answers for a dataset of request rows of one model."""
+    """Generates answers for request rows of one model."""
 
     name: str
 
-    def generate(self, requests: ray.data.Dataset) -> ray.data.Dataset: ...
+    def generate(self, requests: Iterable[dict[str, Any]], *, batch_rows: int) -> Iterator[pa.Table]:
+        """Result batches of `batch_rows` rows (the last one smaller), each as soon as it exists."""
+        ...
 
 
 _REGISTRY: dict[str, str] = {
@@ -46,11 +72,38 @@ _REGISTRY: dict[str, str] = {
 }
 
 
-def build_engine(model: ModelSpec, **overrides: Any) -> Engine:
-    """The engine a model spec names; the implementation module is imported only when used."""
+def build_engine(model: ModelSpec, *, use_gpu: bool | None) -> Engine:
+    """The engine a model spec names; the implementation module is imported only when used.
+
+    ``use_gpu`` is required so that every caller decides: None asks the cluster (any GPU in it).
+    """
     module_name, _, class_name = _REGISTRY[model.engine].partition(":")
     engine_class: Callable[..., Engine] = getattr(importlib.import_module(module_name), class_name)
-    return engine_class(model, **overrides)
+    return engine_class(model, use_gpu=use_gpu)
+
+
+class RayDataEngine:
+    """What every engine shares: rows -> a Ray Dataset -> the engine's stages (`_pipeline`) -> Tables."""
+
+    name: str
+    model: ModelSpec
+
+    def generate(self, requests: Iterable[dict[str, Any]], *, batch_rows: int) -> Iterator[pa.Table]:
+        """Result batches of `batch_rows` rows (the last one smaller), each as soon as it exists.
+
+        No requests start no engine. Ray is started here when nothing has started it.
+        """
+        rows = list(requests)
+        if not rows:
+            return
+        from valuelex.runtime import ensure_ray
+
+        ensure_ray()
+        yield from result_batches(self._pipeline(request_dataset(rows, self.model.options.batch_size)), batch_rows)
+
+    def _pipeline(self, requests: ray.data.Dataset) -> ray.data.Dataset:
+        """The engine's Ray Data stages: request rows in, the same rows with `RESULT_COLUMNS` out."""
+        raise NotImplementedError
 
 
 def request_dataset(rows: list[dict[str, Any]], rows_per_block: int) -> ray.data.Dataset:
@@ -64,13 +117,13 @@ def request_dataset(rows: list[dict[str, Any]], rows_per_block: int) -> ray.data
     return ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / max(1, rows_per_block))))
 
 
-def result_batches(results: ray.data.Dataset, batch_size: int, batch_format: str) -> Iterator[Any]:
-    """An engine's result rows in batches, each handed over as soon as it exists.
+def result_batches(results: ray.data.Dataset, batch_rows: int) -> Iterator[pa.Table]:
+    """An engine's result rows in Tables, each handed over as soon as it exists.
 
     `Dataset.iter_batches` prefetches one batch by default, holding each batch until the next one
     exists: a shard would be stored one engine batch late (lost by a kill, the tail of every run).
     """
-    return results.iter_batches(batch_size=batch_size, batch_format=batch_format, prefetch_batches=0)
+    return results.iter_batches(batch_size=batch_rows, batch_format="pyarrow", prefetch_batches=0)
 
 
 def finish_reason(n_completion_tokens: int, max_tokens: int) -> str:

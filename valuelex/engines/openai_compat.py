@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from valuelex.engines.base import RESULT_COLUMNS
+from valuelex.engines.base import RESULT_COLUMNS, RayDataEngine
 from valuelex.errors import EngineError
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
-class OpenAIEngine:
+class OpenAIEngine(RayDataEngine):
     """A model behind an OpenAI-compatible endpoint (`/v1/chat/completions` or `/v1/completions`)."""
 
     name = "openai"
@@ -40,7 +40,7 @@ class OpenAIEngine:
         if opts.api_key_env and opts.api_key_env not in os.environ:
             raise EngineError(f"model {model.name}: environment variable {opts.api_key_env} (the API key) is not set")
 
-    def generate(self, requests: ray.data.Dataset) -> ray.data.Dataset:
+    def _pipeline(self, requests: ray.data.Dataset) -> ray.data.Dataset:
         opts = self.model.options
         return requests.map_batches(
             OpenAIBatchCaller,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import pyarrow as pa
 
-from valuelex.engines.base import RESULT_COLUMNS, finish_reason
+from valuelex.engines.base import RESULT_COLUMNS, RayDataEngine, finish_reason
 from valuelex.sources import materialize
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def cluster_has_gpus() -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
-class VLLMEngine:
+class VLLMEngine(RayDataEngine):
     """A model served by vLLM engine actors inside a Ray Data pipeline."""
 
     name = "vllm"
@@ -93,7 +93,7 @@ class VLLMEngine:
             **extra,
         )
 
-    def generate(self, requests: ray.data.Dataset) -> ray.data.Dataset:
+    def _pipeline(self, requests: ray.data.Dataset) -> ray.data.Dataset:
         from ray.data.llm import build_processor
 
         use_gpu = cluster_has_gpus() if self.use_gpu is None else self.use_gpu

@@ -31,7 +31,8 @@ from valuelex.evaluate import judgments as jt
 from valuelex.evaluate.scores import normalise
 from valuelex.evaluate.systems import load_value_system
 from valuelex.spec import Study
-from valuelex.store import OutputRoot
+from valuelex.stats import sign_flip_test
+from valuelex.store import RunStore
 
 SYSTEM = load_value_system("valuelex")
 DIMS = [cmp.Dim(d.key, d.name, d.level, SYSTEM.dimension(d.parent).name if d.parent else None)
@@ -105,11 +106,11 @@ def test_sign_flip_test_enumerates_and_samples() -> None:
     units = rng.normal(0.3, 1, (11, 3))
     brute = np.array([np.abs(np.array(signs) @ units) >= np.abs(units.sum(axis=0)) - 1e-12
                       for signs in itertools.product((-1, 1), repeat=11)]).mean(axis=0)
-    statistic, p, exact = cmp.sign_flip_test(units, 22, 4096, rng)
+    statistic, p, exact = sign_flip_test(units, 22, 4096, rng)
     assert exact and np.allclose(p, brute) and np.allclose(statistic, units.sum(axis=0) / 22)
-    _, sampled, exact = cmp.sign_flip_test(units, 22, 3000, rng)  # 2^11 = 2048 <= 3000: every pattern
+    _, sampled, exact = sign_flip_test(units, 22, 3000, rng)  # 2^11 = 2048 <= 3000: every pattern
     assert exact and np.allclose(sampled, brute)
-    _, sampled, exact = cmp.sign_flip_test(units, 22, 2000, rng)  # 2048 > 2000: Monte Carlo
+    _, sampled, exact = sign_flip_test(units, 22, 2000, rng)  # 2048 > 2000: Monte Carlo
     assert not exact
     assert np.all(np.abs(sampled - brute) <= 4 * np.sqrt(brute * (1 - brute) / 2000) + 1 / 2000)
 
@@ -226,8 +227,8 @@ ANSWERS = ["to help people find accurate answers.", "being kind and patient with
 
 def write_run(out: str, study: Study, keep: Any = lambda index, row: True) -> None:
     """study.json and the study's completions (rows `keep` rejects are left out), judged by the keyword judge."""
-    root = OutputRoot(out)
-    root.write_json("study.json", study.model_dump(mode="json"))
+    store = RunStore(out)
+    store.write_study(study)
 
     def answer(index: int, row: dict) -> tuple[str | None, str | None]:
         k = (index + row["sample"] + 3 * (row["config"] == "t1.0") + int(row["item_id"][1:])) % (len(ANSWERS) + 1)
@@ -235,7 +236,7 @@ def write_run(out: str, study: Study, keep: Any = lambda index, row: True) -> No
 
     table = _rows(study, "completion", answer)
     index = {m.name: i for i, m in enumerate(study.models)}
-    root.table("completions").write(table.filter([keep(index[r["model"]], r) for r in table.to_pylist()]))
+    store.generation("completion").write(table.filter([keep(index[r["model"]], r) for r in table.to_pylist()]))
     evaluate(out, study)
 
 
@@ -248,7 +249,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def _cell_differences(out: str, a: str, b: str) -> pd.DataFrame:
     """Independently of valuelex.compare: per (stem, config, leaf), mean φ of b − mean φ of a."""
-    frame = jt.read_judgments(OutputRoot(out), SYSTEM)
+    frame = RunStore(out).judgments(SYSTEM)
     frame = frame[frame["valid"]]
     long = frame.melt(id_vars=["model", "item_id", "config"], value_vars=[jt.score_column(k) for k in LEAVES])
     long["value"] = normalise(long["value"].astype(float))
@@ -291,7 +292,7 @@ def test_compare_end_to_end(run: str, tmp_path: Path) -> None:
     assert parents["significant"].all(), parents[["dimension", "p", "p_adj"]]
     assert (frame["n_stems"] == len(STEMS)).all() and (frame["n_configs"] == 2).all()
     # M is the study's (two judged completions per cell and model); f is the share of them that is valid
-    judged = jt.read_judgments(OutputRoot(run), SYSTEM)
+    judged = RunStore(run).judgments(SYSTEM)
     judged = judged[judged["model"].isin([a, b])]
     assert (frame["samples"] == 2).all() and len(judged) == 2 * 2 * len(STEMS) * 2
     valid_counts = judged[judged["valid"]].groupby(["model", "item_id", "config"]).size()
@@ -392,7 +393,7 @@ def mismatched(tmp_path_factory: pytest.TempPathFactory) -> str:
     import valuelex.evaluate.stage as stage
 
     only_m0 = Study.model_validate(study_dict(models[:1], ["s01", "s13", "s38"], ("mft",)))
-    stage.judge_pending(OutputRoot(out), only_m0, [load_value_system("mft")], KeywordJudge())
+    stage.judge_pending(RunStore(out), only_m0, [load_value_system("mft")], KeywordJudge())
     return out
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from valuelex.compare import as_finite
+from valuelex.cli_format import as_finite
 from valuelex.report.figures import (
     FigureWriter,
     Notice,
@@ -32,6 +32,7 @@ from valuelex.report.figures import (
     slug,
 )
 from valuelex.report.load import RunData
+from valuelex.store import layout
 
 REQUIRED = {"comparison", "a", "b", "system", "dimension", "level", "diff", "ci_low", "ci_high", "p", "p_adj",
             "significant"}
@@ -181,7 +182,7 @@ def _unreadable(section: Section, name: str, frame: pd.DataFrame, required: set[
     if not frame.empty and not missing:
         return False
     section.status = "partial"
-    section.add(Notice(f"comparisons/{name}.parquet cannot be shown: "
+    section.add(Notice(f"{layout.comparison_file(name)} cannot be shown: "
                        f"{'it is empty' if frame.empty else 'it lacks ' + ', '.join(missing)}.", "error",
                        id=notice_id))
     return True

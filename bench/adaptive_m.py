@@ -42,26 +42,25 @@ def main() -> None:
     import pandas as pd
 
     from valuelex import grid
+    from valuelex.api import run_study
     from valuelex.evaluate.adaptive import half_widths, run_adaptive
     from valuelex.evaluate.config import AdaptiveSpec
     from valuelex.evaluate.stage import build_judge, judge_pending, score_systems
     from valuelex.evaluate.systems import load_value_system
-    from valuelex.generate import run_stage
-    from valuelex.runtime import ensure_ray
+    from valuelex.generate import GenerationStage
     from valuelex.spec import load_study
-    from valuelex.store import OutputRoot
+    from valuelex.store import RunStore
 
     study = load_study(args.study)
     out = args.out or study.output_uri
     m_max = args.max_samples or study.samples
     spec = study.evaluation
-    root = OutputRoot(out)
-    ensure_ray()
+    root = RunStore(out)
 
     started = time.monotonic()
-    generated = run_stage(study, "completion", out, samples=m_max)
+    generated = run_study(study, out, [GenerationStage("completion", samples=m_max)]).summary()["completion"]
     generation_s = time.monotonic() - started
-    judge = build_judge(study, spec)
+    judge = build_judge(study)
     systems = [load_value_system(s) for s in spec.systems]
     started = time.monotonic()
     judge_pending(root, study, systems, judge, max_samples=m_max)
@@ -74,7 +73,7 @@ def main() -> None:
         w = half_widths(table)
         return {"max_half_width": round(float(w.max()), 4), "mean_half_width": round(float(w.mean()), 4)}
 
-    per_completion_s = generation_s / generated.generated_rows if generated.generated_rows else None
+    per_completion_s = generation_s / generated["rows_generated"] if generated["rows_generated"] else None
     fixed_rows = grid.count(study, "completion", samples=m_max)
     fixed = {"samples": m_max, "completions": fixed_rows, **widths(scores(m_max))}
     by_m = {m: widths(scores(m)) for m in range(1, m_max + 1)}
@@ -94,12 +93,13 @@ def main() -> None:
     result = {
         "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "study": study.name, "out": out, "judge": judge.name, "systems": [s.name for s in systems],
-        "score_rows": len(scores(m_max)), "generated_now": generated.generated_rows,
+        "score_rows": len(scores(m_max)), "generated_now": generated["rows_generated"],
         "generation_s": round(generation_s, 1),
         "seconds_per_completion": per_completion_s and round(per_completion_s, 3),
         "judging_s": round(judging_s, 1), "fixed": fixed, "half_width_by_m": by_m, "adaptive": adaptive,
     }
-    print(f"completions generated now: {generated.generated_rows} in {generation_s:.1f} s; judged in {judging_s:.1f} s")
+    generated_now = generated["rows_generated"]
+    print(f"completions generated now: {generated_now} in {generation_s:.1f} s; judged in {judging_s:.1f} s")
     print(f"{'design':24}{'M':>4}{'completions':>13}{'max CI half-width':>19}{'mean':>8}{'saved':>8}")
     print(f"{'fixed M':24}{m_max:>4}{fixed_rows:>13}{fixed['max_half_width']:>19}{fixed['mean_half_width']:>8}{'':>8}")
     for row in adaptive:

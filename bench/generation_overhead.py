@@ -62,10 +62,10 @@ def raw_vllm(model_path: str, engine_kwargs: dict, rows: list[dict], chat: bool)
 
 def stage(study, model, samples: int, out: str) -> dict:
     from valuelex.generate import run_model
-    from valuelex.store import OutputRoot
+    from valuelex.store import RunStore
 
     started = time.monotonic()
-    counts = run_model(study, "elicitation", model, OutputRoot(out), set(), samples=samples)
+    counts = run_model(study, "elicitation", model, RunStore(out), set(), samples=samples)
     end_to_end = time.monotonic() - started
     return {"end_to_end_s": round(end_to_end, 2), "tokens": counts["tokens"], "rows": counts["generated"]}
 

@@ -52,10 +52,9 @@ BUILTIN = [
 def load_completions(store: str | None, n: int) -> list[tuple[str, str]]:
     if not store:
         return [BUILTIN[i % len(BUILTIN)] for i in range(n)]
-    from valuelex.evaluate.judgments import completions_to_judge
-    from valuelex.store import OutputRoot
+    from valuelex.store import RunStore
 
-    frame = completions_to_judge(OutputRoot(store))
+    frame = RunStore(store).completions()
     frame = frame[frame["response"].fillna("").str.strip() != ""].head(n)
     if frame.empty:
         raise SystemExit(f"{store}: no successful completions to judge")

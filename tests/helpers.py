@@ -41,3 +41,37 @@ def write_study(directory: Path, name: str = "study.yaml", **overrides: Any) -> 
     path = directory / name
     path.write_text(yaml.safe_dump(study_dict(**overrides), sort_keys=False))
     return path
+
+
+def elicit(study: Any, out: str) -> dict[str, Any]:
+    """The elicitation stage through the public API; its summary (rows_generated, rows_failed, ...)."""
+    from valuelex.api import run_study
+
+    return run_study(study, out, ["elicitation"]).summary()["elicitation"]
+
+
+def construct(study: Any, out: str | None = None, **options: Any) -> dict[str, Any]:
+    """The construction stage through the public API (options: namer, judge, embedder, parallel)."""
+    from valuelex.api import run_study
+    from valuelex.construct.stage import ConstructionStage
+
+    return run_study(study, out, [ConstructionStage(**options)]).summary()["construction"]
+
+
+def evaluate(study: Any, out: str, systems: list[str] | None = None, judge: Any = None) -> dict[str, Any]:
+    """The evaluation stage through the public API (placement checked, completions generated if missing)."""
+    from valuelex.api import run_study
+    from valuelex.evaluate.stage import EvaluationStage
+
+    stage = EvaluationStage(tuple(systems) if systems else None, judge=judge)
+    return run_study(study, out, [stage]).summary()["evaluation"]
+
+
+def evaluate_stored(study: Any, out: str, judge: Any) -> dict[str, Any]:
+    """Judge and score completions that are all stored already: no Ray, no placement, no engine."""
+    from valuelex.evaluate.stage import EvaluationStage
+    from valuelex.runner import RunContext, run_stages
+    from valuelex.store import RunStore
+
+    stage = EvaluationStage(judge=judge, generate=False)
+    return run_stages(RunContext(study, RunStore(out)), [stage])["evaluation"].summary

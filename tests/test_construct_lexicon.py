@@ -16,6 +16,7 @@ from valuelex.construct.lexicon import (
     normalize_word,
     stopwords,
 )
+from valuelex.store import layout
 
 
 @pytest.mark.parametrize(
@@ -147,8 +148,8 @@ def test_extract_table_keeps_provenance_and_skips_failed_rows() -> None:
 
 def test_construction_spec_validates_ranges_and_k_rule() -> None:
     spec = ConstructionSpec()
-    assert spec.k_rule == "parallel" and spec.subdimensions == 2 and spec.taxonomy_path == "taxonomy.json"
-    assert ConstructionSpec(label="plm").taxonomy_path == "taxonomy-plm.json"
+    assert spec.k_rule == "parallel" and spec.subdimensions == 2 and spec.label is None
+    assert layout.taxonomy_file(ConstructionSpec(label="plm").label) == "taxonomy-plm.json"
     assert ConstructionSpec(k_rule="fixed", k=3).k == 3
     for bad in ({"k_rule": "fixed"}, {"k": 3}, {"min_word_respondents": 0}, {"subdimensions": 0},
                 {"correlation": "spearman"}, {"filter": {"training": []}}, {"filter": {"size": ["7"]}},

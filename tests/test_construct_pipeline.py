@@ -11,13 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
+from tests.helpers import construct
 from valuelex.construct.build import Structure, analyse, assemble
 from valuelex.construct.clustering import SentenceEmbedder, load_embedder, refine_dimensions, split_subdimensions
 from valuelex.construct.config import ConstructionSpec
 from valuelex.construct.cooccurrence import Incidence, build_incidence, prune
 from valuelex.construct.naming import ClusterNamer, central_order, title
 from valuelex.construct.stability import bootstrap_stability, match_clusters
-from valuelex.construct.stage import run_construction
 from valuelex.construct.synthetic import PLANTED, planted_truth, synthetic_elicitation
 from valuelex.construct.taxonomy import Corpus, Taxonomy, load_taxonomy, parse_taxonomy, taxonomy_document
 from valuelex.errors import ConstructionError, StudyError, ValueLexError
@@ -247,7 +247,7 @@ def test_run_construction_end_to_end(tmp_path: Path, embedder: SentenceEmbedder)
     elicitation = synthetic_elicitation(200, strength=1.8, p_mention=0.3, seed=6)
     root.table("elicitation").write(elicitation)
     study = _study(root.uri, bootstrap=3, seed=6)
-    summary = run_construction(study, embedder=embedder)
+    summary = construct(study, embedder=embedder)
     assert summary["k"] == 3 and summary["taxonomy"] == f"{root.uri}/taxonomy.json"
     taxonomy = load_taxonomy(root.uri)
     assert taxonomy.study == "synthetic" and taxonomy.study_fingerprint == study.fingerprint()
@@ -265,7 +265,7 @@ def test_run_construction_end_to_end(tmp_path: Path, embedder: SentenceEmbedder)
     system = load_value_system(root.uri)  # the evaluation stage reads it as a value system
     assert [d.name for d in system.dimensions] == [d.name for d in taxonomy.dimensions]
     assert all(leaf.definition and leaf.anchors for leaf in system.leaves()) and len(system.leaves()) == 6
-    run_construction(study, embedder=embedder)  # a rerun replaces the tables, it does not append
+    construct(study, embedder=embedder)  # a rerun replaces the tables, it does not append
     again = load_taxonomy(root.uri)  # ... and, with the same seed, rebuilds the same taxonomy
     assert again.model_dump(exclude={"created"}) == taxonomy.model_dump(exclude={"created"})
     assert len(root.table("construction/words").shard_paths()) == 1
@@ -277,7 +277,7 @@ def test_filter_builds_a_subset_system_under_its_own_label(tmp_path: Path, embed
     elicitation = synthetic_elicitation(450, strength=1.8, p_mention=0.3, seed=7)
     root.table("elicitation").write(elicitation)
     study = _study(root.uri, label="plm", filter={"training": ["pretrained"]}, bootstrap=0)
-    run_construction(study, embedder=embedder)
+    construct(study, embedder=embedder)
     taxonomy = load_taxonomy(f"{root.uri}/taxonomy-plm.json")
     assert not (tmp_path / "run" / "taxonomy.json").exists()
     pretrained = [t == "pretrained" for t in elicitation["training"].to_pylist()]
@@ -308,27 +308,27 @@ def _rows(responses: list[list[str]], configs: int = 1) -> pa.Table:
 
 def test_missing_elicitation_is_a_clear_error(tmp_path: Path, embedder: SentenceEmbedder) -> None:
     with pytest.raises(ConstructionError, match="run the elicitation stage first"):
-        run_construction(_study(str(tmp_path / "empty")), embedder=embedder)
+        construct(_study(str(tmp_path / "empty")), embedder=embedder)
 
 
 def test_all_empty_answers_are_a_clear_error(tmp_path: Path, embedder: SentenceEmbedder) -> None:
     uri = _write(tmp_path, _rows([["", "I'm an AI and don't have values.", "   "]] * 20))
     with pytest.raises(ConstructionError, match="contains a value word"):
-        run_construction(_study(uri), embedder=embedder)
+        construct(_study(uri), embedder=embedder)
 
 
 def test_too_few_respondents_is_a_clear_error(tmp_path: Path, embedder: SentenceEmbedder) -> None:
     uri = _write(tmp_path, synthetic_elicitation(6, seed=8))
     with pytest.raises(ConstructionError, match="min_observations"):
-        run_construction(_study(uri, min_word_respondents=1), embedder=embedder)
+        construct(_study(uri, min_word_respondents=1), embedder=embedder)
     with pytest.raises(ConstructionError, match=r"with 6 respondents .*min_word_respondents"):
-        run_construction(_study(uri, min_word_respondents=7), embedder=embedder)
+        construct(_study(uri, min_word_respondents=7), embedder=embedder)
 
 
 def test_too_few_words_for_the_asked_k_is_a_clear_error(tmp_path: Path, embedder: SentenceEmbedder) -> None:
     uri = _write(tmp_path, synthetic_elicitation(200, strength=1.8, p_mention=0.3, seed=9))
     with pytest.raises(ConstructionError, match="K=13"):
-        run_construction(_study(uri, k_rule="fixed", k=13, bootstrap=0), embedder=embedder)
+        construct(_study(uri, k_rule="fixed", k=13, bootstrap=0), embedder=embedder)
 
 
 def test_singular_correlation_matrix_is_a_clear_error(tmp_path: Path, embedder: SentenceEmbedder) -> None:
@@ -338,9 +338,9 @@ def test_singular_correlation_matrix_is_a_clear_error(tmp_path: Path, embedder: 
                for _ in range(40)]  # every group is used all-or-nothing: 9 words, rank 3
     uri = _write(tmp_path, _rows(answers))
     with pytest.raises(ConstructionError, match="singular beyond repair"):
-        run_construction(_study(uri, k_rule="fixed", k=1, subdimensions=1, bootstrap=0), embedder=embedder)
+        construct(_study(uri, k_rule="fixed", k=1, subdimensions=1, bootstrap=0), embedder=embedder)
     with pytest.raises(ConstructionError, match="singular"):
-        run_construction(_study(uri, smooth_singular=False, bootstrap=0), embedder=embedder)
+        construct(_study(uri, smooth_singular=False, bootstrap=0), embedder=embedder)
 
 
 def test_no_structure_is_a_clear_error(tmp_path: Path, embedder: SentenceEmbedder) -> None:
@@ -349,13 +349,13 @@ def test_no_structure_is_a_clear_error(tmp_path: Path, embedder: SentenceEmbedde
     answers = [[", ".join(w for w in vocab if rng.random() < 0.4) or "trust"] for _ in range(200)]
     uri = _write(tmp_path, _rows(answers))
     with pytest.raises(ConstructionError, match="no factor"):
-        run_construction(_study(uri, bootstrap=0), embedder=embedder)
+        construct(_study(uri, bootstrap=0), embedder=embedder)
 
 
 def test_filter_matching_nothing_is_a_clear_error(tmp_path: Path, embedder: SentenceEmbedder) -> None:
     uri = _write(tmp_path, synthetic_elicitation(12, seed=13))
     with pytest.raises(ConstructionError, match=r"filter\.family.*values present"):
-        run_construction(_study(uri, filter={"family": ["nope"]}), embedder=embedder)
+        construct(_study(uri, filter={"family": ["nope"]}), embedder=embedder)
 
 
 def test_construction_errors_are_user_errors() -> None:
@@ -388,7 +388,7 @@ def test_clusters_are_named_by_an_engine_in_one_run(
                  "prompting": "chat", "options": {"base_url": server.base_url}}
         study = Study.model_validate({**_study(root.uri).model_dump(mode="json"),
                                       "models": [namer], "construction": {"naming": "namer", "seed": 6}})
-        run_construction(study, embedder=embedder)
+        construct(study, embedder=embedder)
         asked = sum(server.attempts.values())
     taxonomy = load_taxonomy(root.uri)
     named = [taxonomy.dimensions, *[d.subdimensions for d in taxonomy.dimensions]]

@@ -13,9 +13,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from tests.helpers import SMOLLM_MODEL, write_study
+from tests.helpers import SMOLLM_MODEL, elicit, write_study
 from valuelex import grid
-from valuelex.generate import RESULT_SCHEMA, run_stage
+from valuelex.generate import RESULT_SCHEMA
 from valuelex.spec import Study, load_study
 from valuelex.store import OutputRoot
 
@@ -38,7 +38,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, ray_local: None, smollm_p
     folder = tmp_path_factory.mktemp("tiny")
     study = load_study(write_study(folder))
     out = str(folder / "out")
-    report = run_stage(study, "elicitation", out)
+    report = elicit(study, out)
     return study, out, report
 
 
@@ -55,7 +55,7 @@ def test_vllm_writes_every_grid_row_once(tiny_run: tuple[Study, str, object]) ->
     assert all(r["finish_reason"] in {"stop", "length"} for r in rows)
     assert sum(bool(r["response"].strip()) for r in rows) >= 14
     assert {r["model"] for r in rows} == {"smollm2", "gemma3-270m"}
-    assert report.generated_rows == 16 and report.completion_tokens > 0
+    assert report["rows_generated"] == 16 and report["completion_tokens"] > 0
     base = [r for r in rows if r["prompting"] == "completion"]
     assert all(r["prompt"].endswith(":") for r in base)  # base models continue a framing, no chat turn
     assert OutputRoot(out).read_json("study.json")["name"] == "tiny"
@@ -65,8 +65,8 @@ def test_rerun_generates_nothing(tiny_run: tuple[Study, str, object]) -> None:
     study, out, _ = tiny_run
     before = OutputRoot(out).table("elicitation").shard_paths()
     started = time.monotonic()
-    report = run_stage(study, "elicitation", out)
-    assert report.generated_rows == 0 and report.skipped_rows == 16
+    report = elicit(study, out)
+    assert report["rows_generated"] == 0 and report["rows_already_stored"] == 16
     assert OutputRoot(out).table("elicitation").shard_paths() == before
     assert time.monotonic() - started < 10  # no engine was started
 
@@ -100,12 +100,12 @@ def test_killed_run_resumes_to_exact_grid_with_same_answers(
     assert 0 < kept.num_rows < total, "the kill came too late to interrupt anything"
 
     study = load_study(path)
-    report = run_stage(study, "elicitation", out)
+    report = elicit(study, out)
     final = stored(out)
     raw = OutputRoot(out).table("elicitation").read_raw()
     assert final.num_rows == raw.num_rows == total
     assert len(set(final["row_id"].to_pylist())) == total
-    assert report.generated_rows == total - kept.num_rows
+    assert report["rows_generated"] == total - kept.num_rows
     assert responses(kept).items() <= responses(final).items()
 
     first = responses(stored(first_out))
@@ -125,9 +125,9 @@ def test_openai_engine_writes_the_same_schema(tiny_run: tuple[Study, str, object
     base = {**served, "name": "smollm2-served-base", "prompting": "completion"}
     study = load_study(write_study(tmp_path, models=[served, base]))
     out = str(tmp_path / "out")
-    report = run_stage(study, "elicitation", out)
+    report = elicit(study, out)
     table = stored(out)
-    assert report.generated_rows == table.num_rows == 16
+    assert report["rows_generated"] == table.num_rows == 16
     assert table.schema == stored(vllm_out).schema
     rows = table.to_pylist()
     assert all(r["error"] is None and r["engine"] == "openai" for r in rows)
@@ -140,7 +140,7 @@ def test_output_to_s3_reads_back(openai_server: str, s3_endpoint: str, tmp_path:
         "training": "aligned", "family": "smollm2", "prompting": "chat", "options": {"base_url": openai_server},
     }
     study = load_study(write_study(tmp_path, models=[served], samples=1))
-    run_stage(study, "elicitation", "s3://valuelex/runs/tiny")
+    elicit(study, "s3://valuelex/runs/tiny")
     table = stored("s3://valuelex/runs/tiny")
     assert table.num_rows == 4 and all(r is None for r in table["error"].to_pylist())
     import boto3
@@ -148,4 +148,4 @@ def test_output_to_s3_reads_back(openai_server: str, s3_endpoint: str, tmp_path:
     keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(
         Bucket="valuelex", Prefix="runs/tiny/")["Contents"]]
     assert "runs/tiny/study.json" in keys and any(k.endswith(".parquet") for k in keys)
-    assert run_stage(study, "elicitation", "s3://valuelex/runs/tiny").generated_rows == 0
+    assert elicit(study, "s3://valuelex/runs/tiny")["rows_generated"] == 0

@@ -42,8 +42,8 @@ def test_score_table_hand_computed():
     rows.append(("a", "s02", "c1", 2, None))  # invalid: counted, not scored
     rows.append(("b", "s01", "c1", 0, {**flat, "ethical": 0}))
     table = score_table(judgments(VALUELEX, rows), VALUELEX, resamples=200, seed=1)
-    assert list(table.columns) == ["model", "system", "judge", "dimension", "key", "level", "parent", "w", "ci_low",
-                                   "ci_high", "n", "n_invalid"]
+    assert list(table.columns) == ["model", "system", "judge", "judge_key", "dimension", "key", "level", "parent", "w",
+                                   "ci_low", "ci_high", "n", "n_invalid"]
     assert len(table) == 2 * 9  # 2 models x (3 dimensions + 6 subdimensions)
     a = table[table["model"] == "a"].set_index("key")
     assert a.loc["self_competent", "w"] == pytest.approx((6 + 0 + 3 + 3) / 4 / 6)

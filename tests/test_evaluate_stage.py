@@ -1,6 +1,6 @@
 """The evaluation stage end to end with the embedding judge, on a store whose completions exist.
 
-The completions are the real grid rows (so `run_stage` finds them done and starts no engine) with
+The completions are the real grid rows (so the completion generation finds them done and starts no engine) with
 written responses; judging, resume, scores.parquet and adaptive M then run for real.
 """
 
@@ -11,14 +11,13 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from tests.helpers import write_study
+from tests.helpers import SMOLLM_MODEL, evaluate, write_study
 from valuelex import grid
 from valuelex.evaluate import judgments as jt
-from valuelex.evaluate.stage import run_evaluation
 from valuelex.evaluate.systems import load_value_system
 from valuelex.generate import conform
 from valuelex.spec import load_study
-from valuelex.store import OutputRoot
+from valuelex.store import RunStore, layout
 
 RESPONSES = {
     "s01": ["helping people learn and find accurate answers.", "being kind and patient with everyone.",
@@ -37,7 +36,7 @@ def fill_completions(study, out: str, samples: int) -> int:
             response = RESPONSES[row["item_id"]][index]
             rows.append({**row, "response": response, "n_prompt_tokens": 5, "n_completion_tokens": 8,
                          "finish_reason": "stop", "error": None, "engine": "test"})
-    OutputRoot(out).table("completions").write(conform(pa.Table.from_pylist(rows)))
+    RunStore(out).table("completions").write(conform(pa.Table.from_pylist(rows)))
     return len(rows)
 
 
@@ -52,20 +51,19 @@ def study_and_out(tmp_path: Path, ray_local):
 def test_run_evaluation_judges_scores_and_resumes(study_and_out):
     study, out = study_and_out
     total = grid.count(study, "completion", samples=study.samples)  # 2 models x 2 stems x 2 configs x M=2
-    summary = run_evaluation(study, out_uri=out)
+    summary = evaluate(study, out)
     assert summary["judge"] == "embedding:all-MiniLM-L6-v2" and summary["samples"] == 2
     for name in ("valuelex", "mft"):
         counts = summary["systems"][name]
         assert counts == {"completions": total, "already_judged": 0, "judged": total,
                           "invalid": counts["invalid"]}
         assert counts["invalid"] >= 1  # the empty responses are kept, marked invalid, counted
-    root = OutputRoot(out)
     scores = pd.read_parquet(Path(out) / "scores.parquet")
     assert {"model", "system", "dimension", "level", "w", "ci_low", "ci_high", "n", "n_invalid"} <= set(scores.columns)
     assert len(scores) == 2 * (9 + 5)  # 2 models x (valuelex 3+6, mft 5)
     assert scores["w"].between(0, 1).all()
     assert (scores["ci_low"] <= scores["w"] + 1e-12).all() and (scores["w"] <= scores["ci_high"] + 1e-12).all()
-    judged = jt.read_judgments(root, load_value_system("valuelex"))
+    judged = RunStore(out).judgments("valuelex")
     assert len(judged) == total and judged["response"].notna().all()
     assert set(judged.loc[~judged["valid"], "invalid_reason"]) == {"empty response"}
     per_model = judged.groupby("model").apply(lambda g: (~g["valid"]).sum(), include_groups=False)
@@ -73,7 +71,7 @@ def test_run_evaluation_judges_scores_and_resumes(study_and_out):
     assert per_model.to_dict() == valuelex_scores.to_dict()
     assert json.loads((Path(out) / "evaluation.json").read_text())["judge"] == summary["judge"]
 
-    again = run_evaluation(study, systems=["valuelex"], out_uri=out)
+    again = evaluate(study, out, systems=["valuelex"])
     assert again["systems"]["valuelex"]["judged"] == 0
     assert again["systems"]["valuelex"]["already_judged"] == total
     rescored = pd.read_parquet(Path(out) / "scores.parquet")  # valuelex rescored, mft's rows kept
@@ -82,22 +80,22 @@ def test_run_evaluation_judges_scores_and_resumes(study_and_out):
                                   scores.sort_values(key).reset_index(drop=True))
 
 
-def test_adaptive_rounds_use_run_stage_samples(tmp_path: Path, ray_local):
+def test_adaptive_rounds_reuse_stored_samples(tmp_path: Path, ray_local):
     study = load_study(write_study(tmp_path, samples=4, evaluation={
         "systems": ["mft"], "bootstrap_resamples": 100,
         "adaptive": {"enabled": True, "epsilon": 0.001, "start_samples": 1, "step": 2, "max_samples": 3}}))
     out = str(tmp_path / "run")
     fill_completions(study, out, 3)  # rounds M=1, M=3 are already generated: no engine starts
-    summary = run_evaluation(study, out_uri=out)
+    summary = evaluate(study, out)
     adaptive = summary["adaptive"]
     assert adaptive["stopped"] == "max_samples" and adaptive["samples_used"] == 3 and adaptive["fixed_samples"] == 4
     assert [r["samples"] for r in adaptive["rounds"]] == [1, 3]
-    judged = jt.read_judgments(OutputRoot(out), load_value_system("mft"))
+    judged = RunStore(out).judgments("mft")
     assert judged["sample"].max() == 2
 
 
 def test_only_successful_completions_of_the_grid_are_judged(tmp_path: Path):
-    root = OutputRoot(str(tmp_path))
+    store = RunStore(str(tmp_path))
     base = {"training": "aligned", "size_b": 0.1, "family": "f", "prompt": "I like", "response": "cats"}
     rows = [
         {**base, "row_id": "ok", "model": "m", "config": "c", "item_id": "s01", "sample": 0, "error": None},
@@ -106,32 +104,38 @@ def test_only_successful_completions_of_the_grid_are_judged(tmp_path: Path):
         {**base, "row_id": "other-model", "model": "x", "config": "c", "item_id": "s01", "sample": 0, "error": None},
         {**base, "row_id": "too-late", "model": "m", "config": "c", "item_id": "s01", "sample": 5, "error": None},
     ]
-    root.table("completions").write(pa.Table.from_pylist(rows))
-    todo = jt.completions_to_judge(root, models={"m"}, configs={"c"}, max_samples=2)
+    store.table("completions").write(pa.Table.from_pylist(rows))
+    study = load_study(write_study(tmp_path, models=[{**SMOLLM_MODEL, "name": "m"}],
+                                   decoding=[{"name": "c", "temperature": 0.7, "top_p": 0.9}]))
+    todo = store.completions(study, max_samples=2)
     assert todo["row_id"].tolist() == ["ok"] and todo["stem"].tolist() == ["I like"]
-    assert jt.completions_to_judge(OutputRoot(str(tmp_path / "empty"))).empty
+    assert len(store.completions()) == 3  # without a study: every successful completion stored
+    assert RunStore(str(tmp_path / "empty")).completions(study).empty
 
 
-def test_read_judgments_prefers_valid_and_filters_the_judge(tmp_path: Path):
+def test_judgments_that_count_prefer_valid_and_follow_the_judge_key(tmp_path: Path):
     system = load_value_system("mft")
-    root = OutputRoot(str(tmp_path))
+    store = RunStore(str(tmp_path))
     completion = {"row_id": "r1", "model": "m", "training": "aligned", "size_b": 0.1, "family": "f", "config": "c",
                   "item_id": "s01", "sample": 0, "stem": "I like", "response": "cats"}
     scores = dict.fromkeys(system.leaf_keys(), 4)
-    table = root.table(jt.table_name(system))
+    table = store.judgments_table(system)
     table.write(jt.to_table([jt.judgment(completion, system, judge="j", judge_key="k1", scores=scores)], system))
     table.write(jt.to_table([jt.judgment(completion, system, judge="j", judge_key="k1", scores=None,
                                          reason="not JSON")], system))
     table.write(jt.to_table([jt.judgment({**completion, "row_id": "r2"}, system, judge="j", judge_key="k2",
                                          scores=None, reason="not JSON")], system))
-    mine = jt.read_judgments(root, system, "k1")
+    mine = store.judgments(system, judge_key="k1")
     assert mine["row_id"].tolist() == ["r1"] and mine["valid"].tolist() == [True]
     assert mine["score_care"].tolist() == [4]
-    assert jt.read_judgments(root, system, "k2")["invalid_reason"].tolist() == ["not JSON"]
-    assert len(jt.read_judgments(root, system)) == 2 and jt.read_judgments(root, system, "k3").empty
+    assert store.judgments(system, judge_key="k2")["invalid_reason"].tolist() == ["not JSON"]
+    assert store.judgments(system, judge_key="k3").empty
+    # unnamed and never scored: judge j's key with the most stored rows (k1: 2 rows, k2: 1)
+    assert store.current_key(system) == ("j", "k1") and store.judgments(system)["row_id"].tolist() == ["r1"]
+    assert store.stale_judgments(system, store.judgments(system)) == 2
     with pytest.raises(ValueError, match="scores must cover exactly"):
         jt.judgment(completion, system, judge="j", judge_key="k", scores={"care": 3})
-    assert jt.table_name(system) == "judgments/mft"
+    assert table.name == layout.judgments_table(system.name) == "judgments/mft"
 
 
 def test_completed_sentence_joins_stem_and_response():

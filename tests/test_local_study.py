@@ -10,7 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from tests.test_report import CHROMIUM, CONSTRUCTION_FIGURES, EVALUATION_FIGURES, Elements, _chromium
@@ -22,6 +24,7 @@ from valuelex.store import OutputRoot
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 REPO = Path(__file__).resolve().parent.parent
 STUDY = REPO / "configs" / "local.yaml"
+BASELINE = REPO / "tests" / "data" / "regression"
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +111,78 @@ def test_compare_the_two_local_models(local_run: tuple[Path, dict], tmp_path: Pa
                          cwd=REPO, check=False)
     assert cli.returncode == 0 and "M needed" in cli.stdout, cli.stderr
     assert build_report(str(out), str(tmp_path / "report"))["sections"]["comparison"] == "ok"
+
+
+# --- regression: the refactored pipeline reproduces the pre-refactor outputs exactly ------------
+
+def test_generation_reproduces_the_baseline(local_run: tuple[Path, dict]) -> None:
+    """Same row_ids and answers as the baseline run (tests/data/regression, see its README)."""
+    out, _ = local_run
+    for table in ("elicitation", "completions"):
+        now = OutputRoot(str(out)).table(table).read().to_pandas().set_index("row_id").sort_index()
+        then = pd.read_parquet(BASELINE / f"{table}.parquet").set_index("row_id").sort_index()
+        assert list(now.index) == list(then.index), table
+        for column in ("seed", "prompt", "response", "n_completion_tokens", "finish_reason"):
+            assert now[column].tolist() == then[column].tolist(), f"{table}.{column}"
+
+
+def test_construction_evaluation_and_report_reproduce_the_baseline(local_run: tuple[Path, dict]) -> None:
+    out, summary = local_run
+    assert_matches_baseline(out, summary["report"])
+
+
+def assert_matches_baseline(out: Path, report: dict) -> None:
+    """taxonomy.json identical (but its creation time), scores equal to 1e-12, the same report figures."""
+    taxonomy = json.loads((out / "taxonomy.json").read_text())
+    taxonomy.pop("created", None)
+    assert taxonomy == json.loads((BASELINE / "taxonomy.json").read_text())
+    key = ["system", "model", "key"]
+    now = pd.read_parquet(out / "scores.parquet").sort_values(key).reset_index(drop=True)
+    then = pd.read_parquet(BASELINE / "scores.parquet").sort_values(key).reset_index(drop=True)
+    assert now.drop(columns="judge_key").columns.tolist() == then.columns.tolist()
+    numeric = ["w", "ci_low", "ci_high", "n", "n_invalid"]
+    pd.testing.assert_frame_equal(now[then.columns.drop(numeric)], then.drop(columns=numeric))
+    np.testing.assert_allclose(now[numeric].to_numpy(float), then[numeric].to_numpy(float), rtol=0, atol=1e-12)
+    expected = json.loads((BASELINE / "report.json").read_text())
+    assert sorted(report["figures"]) == expected["figures"] and report["sections"] == expected["sections"]
+    assert sorted(n["id"] for n in report["notices"]) == expected["notices"]
+
+
+def test_stages_on_the_baseline_answers_reproduce_its_outputs(tmp_path: Path) -> None:
+    """Construction, evaluation and report by today's code on the baseline's stored answers (no engine)."""
+    from valuelex.api import run_study
+    from valuelex.construct.stage import ConstructionStage
+    from valuelex.evaluate.stage import EvaluationStage
+    from valuelex.report.stage import ReportStage
+
+    out = tmp_path / "run"
+    store = OutputRoot(str(out))
+    for table in ("elicitation", "completions"):
+        store.table(table).write(pq.read_table(BASELINE / f"{table}.parquet"))
+    stages = [ConstructionStage(), EvaluationStage(include_taxonomy=True, generate=False), ReportStage()]
+    result = run_study(load_study(STUDY), str(out), stages)
+    assert_matches_baseline(out, result.summary()["report"])
+
+
+def _readme_python() -> str:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Python API", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_python_example_runs_as_a_plain_script(local_run: tuple[Path, dict], tmp_path: Path) -> None:
+    """README's Python API example, as written, on the finished local run: run_study resumes (nothing
+    is generated again), open_run reads scores and judgments, compare_models compares."""
+    out, _ = local_run
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "elicitation").glob("*.parquet")}
+    script = tmp_path / "example.py"
+    script.write_text(_readme_python().replace('"configs/local.yaml"', repr(str(STUDY)))
+                      .replace('"runs/local"', repr(str(out))))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=900, check=False,
+                            cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "embedding:all-MiniLM-L6-v2" in result.stdout and "Competence" in result.stdout
+    assert "p_adj" in result.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "elicitation").glob("*.parquet")} == before
+    record = json.loads((out / "stages" / "elicitation.json").read_text())
+    assert record["rows_generated"] == 0 and record["rows_already_stored"] == 180

@@ -29,18 +29,17 @@ import pytest
 
 from tests.conftest import free_port
 from tests.fault_server import FaultServer
-from tests.helpers import SMOLLM_MODEL, write_study
+from tests.helpers import SMOLLM_MODEL, elicit, evaluate, write_study
 from valuelex import grid
 from valuelex.construct.lexicon import extract_table, extract_words
 from valuelex.errors import StoreError, StudyError
 from valuelex.evaluate import judgments as jt
 from valuelex.evaluate.config import EvaluationSpec
 from valuelex.evaluate.llm_judge import judge_with_retries
-from valuelex.evaluate.stage import run_evaluation
 from valuelex.evaluate.systems import load_value_system
-from valuelex.generate import conform, run_stage
+from valuelex.generate import conform
 from valuelex.spec import load_study
-from valuelex.store import OutputRoot
+from valuelex.store import OutputRoot, RunStore
 
 REPO = Path(__file__).resolve().parent.parent
 MFT = load_value_system("mft")
@@ -137,7 +136,7 @@ def test_killed_evaluation_resumes_completions_exactly(ray_local: None, tmp_path
     assert total == 48
     assert 0 < kept.num_rows < total, f"the kill came too late: {kept.num_rows} of {total} rows were stored"
 
-    summary = run_evaluation(load_study(path), out_uri=out)
+    summary = evaluate(load_study(path), out)
     final, raw = shards.read(), shards.read_raw()
     assert final.num_rows == raw.num_rows == len(set(final["row_id"].to_pylist())) == total
     assert responses(kept).items() <= responses(final).items()  # stored rows were not regenerated
@@ -165,7 +164,7 @@ def test_killed_llm_judging_resumes_without_judging_twice(ray_local: None, tmp_p
              too_long, "being kind and patient with everyone."]
     total = write_completions(study, out, texts)
     assert total == 32
-    table = OutputRoot(out).table(jt.table_name(MFT))
+    table = RunStore(out).judgments_table(MFT)
 
     def engine_judged() -> int:  # rows that went through the engine (the empty one is stored at once)
         raw = table.read_raw(["attempts"])
@@ -178,7 +177,7 @@ def test_killed_llm_judging_resumes_without_judging_twice(ray_local: None, tmp_p
     sent = total - 4  # the 4 empty completions never reach the engine
     assert 0 < engine_judged() < sent, f"the kill came too late: {engine_judged()} of {sent} were judged"
 
-    summary = run_evaluation(study, out_uri=out)
+    summary = evaluate(study, out)
     counts = summary["systems"]["mft"]
     assert counts["already_judged"] == kept.num_rows and counts["judged"] == total - kept.num_rows, counts
     raw, final = table.read_raw(), table.read()
@@ -302,9 +301,9 @@ def test_s3_endpoint_lost_mid_run_fails_cleanly_and_resumes(
         table = OutputRoot(uri).table("elicitation")
         kept = table.read()
         llm.delay = 0.0
-        report = run_stage(load_study(path), "elicitation", uri)
+        report = elicit(load_study(path), uri)
     final, raw = table.read(), table.read_raw()
-    assert report.generated_rows == total - kept.num_rows and report.failed_rows == 0
+    assert report["rows_generated"] == total - kept.num_rows and report["rows_failed"] == 0
     assert final.num_rows == raw.num_rows == len(set(final["row_id"].to_pylist())) == total
     assert responses(kept).items() <= responses(final).items()
 
@@ -451,7 +450,7 @@ def edge_completions() -> list[dict[str, Any]]:
 
 def check_stored(judged: list[dict[str, Any]], completions: list[dict[str, Any]], tmp_path: Path) -> dict:
     """Every completion judged once; stored and read back with its text intact; empty ones invalid."""
-    table = OutputRoot(str(tmp_path)).table(jt.table_name(MFT))
+    table = RunStore(str(tmp_path)).judgments_table(MFT)
     table.write(jt.to_table(judged, MFT))
     stored = {r["row_id"]: r for r in table.read_raw().to_pylist()}
     assert sorted(stored) == sorted(c["row_id"] for c in completions)

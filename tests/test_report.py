@@ -1,8 +1,8 @@
 """The report on synthetic runs written by the real stages: opened in headless Chromium, escaped, partial runs.
 
 The run is made the way production makes it: elicitation and completion rows are the study's real
-grid rows (`grid.requests` + `generate.conform`) with written answers; `run_construction` builds the
-taxonomy (with a deterministic planted embedder instead of MiniLM) and `run_evaluation` judges and
+grid rows (`grid.requests` + `generate.conform`) with written answers; the construction stage builds the
+taxonomy (with a deterministic planted embedder instead of MiniLM) and the evaluation stage judges and
 scores three value systems (with a deterministic keyword judge, and no engine: the completions are
 already stored). Model text carries HTML and a script, which must reach the page as text.
 """
@@ -24,10 +24,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from tests import helpers
 from valuelex import grid
 from valuelex.construct.synthetic import PLANTED, planted_truth, synthetic_elicitation
 from valuelex.evaluate import judgments as jt
-from valuelex.generate import StageReport, conform
+from valuelex.generate import conform
 from valuelex.spec import Study
 from valuelex.store import OutputRoot
 
@@ -146,21 +147,13 @@ def write_completions(out: str, study: Study) -> None:
 
 
 def construct(out: str, study: Study, **overrides: Any) -> None:
-    from valuelex.construct.stage import run_construction
-
     if overrides:
         study = Study.model_validate({**STUDY, "construction": {**STUDY["construction"], **overrides}})
-    run_construction(study, out, embedder=planted_embedder, parallel=False)
+    helpers.construct(study, out, embedder=planted_embedder, parallel=False)
 
 
 def evaluate(out: str, study: Study) -> None:
-    import valuelex.evaluate.stage as stage
-    import valuelex.generate
-
-    with pytest.MonkeyPatch.context() as patch:  # completions are stored: no engine, no Ray
-        patch.setattr(valuelex.generate, "run_stage", lambda *a, **k: StageReport(stage="completion"))
-        patch.setattr(stage, "build_judge", lambda *a, **k: KeywordJudge())
-        stage.run_evaluation(study, out_uri=out)
+    helpers.evaluate_stored(study, out, KeywordJudge())  # completions are stored: no engine, no Ray
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from valuelex.errors import StoreError, ValueLexError
-from valuelex.spec import Study, load_study
+from valuelex.errors import ValueLexError
+from valuelex.spec import load_study
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,27 +42,25 @@ def _print(summary: dict) -> None:
     typer.echo(json.dumps(summary, indent=2, default=str))
 
 
-def elicit_study(study: Study, out: str | None, require_gpu: bool = False) -> dict:
-    from valuelex.generate import run_stage
+def _stage_summary(study: Path, stage: str, out: str | None, require_gpu: bool, **options: Any) -> dict:
+    from valuelex.api import run_study
+    from valuelex.api import stage as make_stage
 
-    report = run_stage(study, "elicitation", out, require_gpu=require_gpu)
-    return {"output": out or study.output_uri, **report.summary()}
+    return run_study(study, out, [make_stage(stage, **options)], require_gpu=require_gpu).summary()[stage]
 
 
 @app.command()
 @user_errors
 def elicit(study: StudyArg, out: OutOpt = None, require_gpu: GpuOpt = False) -> None:
     """Ask every respondent the elicitation prompts M times; store the answers as Parquet shards."""
-    _print(elicit_study(load_study(study), out, require_gpu))
+    _print(_stage_summary(study, "elicitation", out, require_gpu))
 
 
 @app.command()
 @user_errors
-def construct(study: StudyArg, out: OutOpt = None) -> None:
+def construct(study: StudyArg, out: OutOpt = None, require_gpu: GpuOpt = False) -> None:
     """Build the respondents' value taxonomy (taxonomy.json) from the stored elicitation answers."""
-    from valuelex.construct.stage import run_construction
-
-    _print(run_construction(load_study(study), out))
+    _print(_stage_summary(study, "construction", out, require_gpu))
 
 
 SystemOpt = Annotated[
@@ -73,11 +71,9 @@ SystemOpt = Annotated[
 
 @app.command()
 @user_errors
-def evaluate(study: StudyArg, system: SystemOpt = None, out: OutOpt = None) -> None:
+def evaluate(study: StudyArg, system: SystemOpt = None, out: OutOpt = None, require_gpu: GpuOpt = False) -> None:
     """Sentence-completion test: generate completions, judge them, write Eq. 4 scores with CIs."""
-    from valuelex.evaluate.stage import run_evaluation
-
-    _print(run_evaluation(load_study(study), system, out))
+    _print(_stage_summary(study, "evaluation", out, require_gpu, systems=system))
 
 
 @app.command("judge-check")
@@ -89,16 +85,6 @@ def judge_check(labels: Annotated[Path, typer.Argument(help="labels CSV/Parquet:
     _print(check(labels))
 
 
-def report_run(run_uri: str, out: str | None, embed: str = "svg", cases: int = 2) -> dict:
-    from valuelex.report.stage import build_report, default_out
-
-    try:
-        summary = build_report(run_uri, out or default_out(run_uri), embed=embed, cases_per_model=cases)
-    except OSError as exc:
-        raise StoreError(f"cannot write the report: {exc}") from exc
-    return {k: v for k, v in summary.items() if k != "figures"} | {"figures": sorted(summary["figures"])}
-
-
 @app.command()
 @user_errors
 def report(
@@ -108,26 +94,18 @@ def report(
     cases: Annotated[int, typer.Option(help="sentence completions per model in the case table")] = 2,
 ) -> None:
     """One self-contained index.html (opens from disk, no network) plus the figure files."""
-    _print(report_run(run_uri, out, embed, cases))
+    from valuelex.api import report as build
+
+    _print(build(run_uri, out, embed=embed, cases=cases))
 
 
 @app.command()
 @user_errors
 def run(study: StudyArg, out: OutOpt = None, require_gpu: GpuOpt = False) -> None:
     """Every stage in order: elicit, construct, evaluate (packaged systems + the new taxonomy), report."""
-    from valuelex.construct.stage import run_construction
-    from valuelex.evaluate.stage import run_evaluation
+    from valuelex.api import run_study
 
-    spec = load_study(study)
-    summary: dict[str, Any] = {"elicitation": elicit_study(spec, out, require_gpu)}
-    summary["construction"] = construction = run_construction(spec, out)
-    systems = list(spec.evaluation.systems)
-    taxonomy = construction.get("taxonomy")
-    if taxonomy and taxonomy not in systems:
-        systems.append(taxonomy)
-    summary["evaluation"] = run_evaluation(spec, systems, out)
-    summary["report"] = report_run(out or spec.output_uri, None)
-    _print(summary)
+    _print(run_study(study, out, require_gpu=require_gpu).summary())
 
 
 @app.command()
@@ -191,6 +169,7 @@ def compare(
     """Did fine-tuning move the values? b − a per dimension with CIs, corrected permutation p-values, effect
     sizes and the M needed; written to RUN/comparisons/ and shown in the report."""
     from valuelex import compare as comparing
+    from valuelex.cli_format import format_comparison, format_trend, summary, written_files
     from valuelex.errors import StudyError
 
     if groups is None and (a is None or b is None):
@@ -201,18 +180,18 @@ def compare(
                                 "resamples": resamples, "seed": seed, "delta": delta, "target_power": target_power}
     if groups is not None and groups.strip() == "size-trend":
         frame = comparing.size_trend(run_uri, system, judge=judge)
-        text = comparing.format_trend(frame)
+        text = format_trend(frame)
     elif groups is not None:
         frame = comparing.compare_groups(run_uri, groups, system, unit=unit, **settings)
-        text = comparing.format_comparison(frame)
+        text = format_comparison(frame)
         if frame.attrs.get("skipped"):
             text += "not paired: " + "; ".join(frame.attrs["skipped"]) + "\n"
     else:
         frame = comparing.compare(run_uri, a, b, system, unit=unit or "stem", **settings)
-        text = comparing.format_comparison(frame)
-    files = comparing.written_files(run_uri, frame)
+        text = format_comparison(frame)
+    files = written_files(run_uri, frame)
     if as_json:
-        _print({"files": files, "rows": comparing.summary(frame)})
+        _print({"files": files, "rows": summary(frame)})
     else:
         typer.echo(text + "".join(f"written: {f}\n" for f in files), nl=False)
 

@@ -17,11 +17,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from valuelex import grid
-from valuelex.engines.base import RESULT_FIELDS, build_engine, request_dataset, result_batches
+from valuelex.engines.base import RESULT_FIELDS, build_engine
 from valuelex.instruments import Stage
-from valuelex.records import record_stage
+from valuelex.runner import RunContext, StageResult
 from valuelex.spec import ModelSpec, Study
-from valuelex.store import OutputRoot
+from valuelex.store import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,6 @@ REQUEST_FIELDS = (
     pa.field("seed", pa.int64()), pa.field("prompt", pa.string()),
 )
 RESULT_SCHEMA = pa.schema(REQUEST_FIELDS + RESULT_FIELDS)
-TABLES: dict[Stage, str] = {"elicitation": "elicitation", "completion": "completions"}
 
 
 @dataclass
@@ -49,6 +48,27 @@ class StageReport:
     completion_tokens: int = 0
     seconds: float = 0.0
     per_model: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def add(self, per_model: dict[str, dict[str, float]]) -> None:
+        """Count one wave's models (or another report's per-model counts)."""
+        for name, counts in per_model.items():
+            self.total_rows += int(counts["rows"])
+            self.skipped_rows += int(counts["skipped"])
+            self.generated_rows += int(counts["generated"])
+            self.failed_rows += int(counts["failed"])
+            self.completion_tokens += int(counts["tokens"])
+            if counts["generated"]:
+                self.per_model[name] = counts
+
+    def merge(self, later: StageReport) -> None:
+        """Add a later round of the same stage (adaptive M): the grid is the later one's."""
+        self.seconds += later.seconds
+        self.generated_rows += later.generated_rows
+        self.failed_rows += later.failed_rows
+        self.completion_tokens += later.completion_tokens
+        self.per_model.update(later.per_model)
+        self.total_rows = later.total_rows
+        self.skipped_rows = later.total_rows - self.generated_rows  # stored before the first round
 
     @property
     def tokens_per_second(self) -> float:
@@ -99,7 +119,7 @@ def conform(table: pa.Table) -> pa.Table:
 
 
 def run_model(
-    study: Study, stage: Stage, model: ModelSpec, root: OutputRoot, done: set[str], *,
+    study: Study, stage: Stage, model: ModelSpec, store: RunStore, done: set[str], *,
     samples: int | None = None, use_gpu: bool | None = None,
 ) -> dict[str, float]:
     """Generate one model's missing rows; returns its counts (rows, skipped, generated, failed, tokens)."""
@@ -110,11 +130,10 @@ def run_model(
     if not rows:
         log.info("%s/%s: all %d rows already stored", stage, model.name, total)
         return counts
-    table = root.table(TABLES[stage])
+    table = store.generation(stage)
     progress = Progress(f"{stage} {model.name}", total, total - len(rows))
     started = time.monotonic()
-    results = build_engine(model, use_gpu=use_gpu).generate(request_dataset(rows, model.options.batch_size))
-    for batch in result_batches(results, study.shard_rows, "pyarrow"):
+    for batch in build_engine(model, use_gpu=use_gpu).generate(rows, batch_rows=study.shard_rows):
         shard = conform(batch)
         table.write(shard)
         counts["tokens"] += int(pc.sum(shard["n_completion_tokens"]).as_py() or 0)
@@ -125,44 +144,42 @@ def run_model(
     return counts
 
 
-def run_stage(
-    study: Study, stage: Stage, out_uri: str | None = None, samples: int | None = None, *, require_gpu: bool = False,
-) -> StageReport:
-    """Generate every missing row of a stage for every model of the study.
+def generate_missing(ctx: RunContext, stage: Stage, samples: int | None = None) -> StageReport:
+    """Generate every missing row of a stage for every model of the study, wave after wave.
 
-    The placement is checked before anything is written (a model no node can hold is refused);
-    models then run in waves: the models of a wave side by side, waves one after another.
+    The models of a wave (the context's placement decision) run side by side. `samples`
+    overrides M (adaptive M asks for more rounds).
     """
-    from valuelex.placement import check_placement, cluster_nodes, require_gpu_from_env, schedule
-    from valuelex.runtime import ensure_ray
-
-    started_at = time.time()
-    ensure_ray()
-    nodes = cluster_nodes()
-    require_gpu = require_gpu or require_gpu_from_env()
-    use_gpu = check_placement(study, nodes, require_gpu=require_gpu).use_gpu
-    waves = schedule(study, nodes, require_gpu=require_gpu)
-    root = OutputRoot(out_uri or study.output_uri)
-    root.write_json("study.json", study.model_dump(mode="json"))
-    done = root.table(TABLES[stage]).done_row_ids()
+    study = ctx.require_study()
+    done = ctx.store.generation(stage).done_row_ids()
     report = StageReport(stage=stage)
-    for wave in waves:
+    for wave in ctx.model_waves():
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=len(wave)) as pool:
             futures = {
-                m.name: pool.submit(run_model, study, stage, m, root, done, samples=samples, use_gpu=use_gpu)
+                m.name: pool.submit(run_model, study, stage, m, ctx.store, done, samples=samples, use_gpu=ctx.use_gpu)
                 for m in wave
             }
             per_model = {name: future.result() for name, future in futures.items()}
         if any(c["generated"] for c in per_model.values()):
             report.seconds += time.monotonic() - started
-        for name, counts in per_model.items():
-            report.total_rows += counts["rows"]
-            report.skipped_rows += counts["skipped"]
-            report.generated_rows += counts["generated"]
-            report.failed_rows += counts["failed"]
-            report.completion_tokens += counts["tokens"]
-            if counts["generated"]:
-                report.per_model[name] = counts
-    record_stage(root, stage, started_at, report.summary())
+        report.add(per_model)
     return report
+
+
+@dataclass(frozen=True)
+class GenerationStage:
+    """Elicitation (15 prompts) or sentence completion (50 stems) as a stage of the study."""
+
+    stage: Stage
+    samples: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.stage
+
+    def uses_engines(self, study: Study) -> bool:
+        return True
+
+    def run(self, ctx: RunContext) -> StageResult:
+        return StageResult({"output": ctx.store.uri, **generate_missing(ctx, self.stage, self.samples).summary()})

@@ -1,7 +1,7 @@
-"""What a stage records about its own run: wall time, counts, where it ran, with which software.
+"""What is recorded about a stage's run: wall time, counts, where it ran, with which software.
 
-Each stage writes ``stages/<stage>.json`` under the output root when it finishes, so the report
-(and a reader months later) can tell how a number was produced.
+The runner (`valuelex.runner`) stores one such record as ``stages/<stage>.json`` when a stage
+finishes, so the report (and a reader months later) can tell how a number was produced.
 """
 
 from __future__ import annotations
@@ -11,10 +11,7 @@ import importlib.util
 import platform
 import sys
 import time
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from valuelex.store import OutputRoot
+from typing import Any
 
 PACKAGES = ("valuelex", "ray", "vllm", "torch", "transformers", "sentence_transformers", "factor_analyzer",
             "pyarrow", "pandas", "numpy", "scipy", "sklearn", "matplotlib", "jinja2")
@@ -40,11 +37,11 @@ def package_version(module: str) -> str:
             return md.version(dist)
     except Exception:
         pass
-    loaded = sys.modules.get(module)
-    if module == "valuelex":
-        import valuelex
+    if module == "valuelex":  # a source tree that is not installed; not `import valuelex`: the facade is not ours
+        from valuelex._version import __version__
 
-        loaded = valuelex
+        return __version__
+    loaded = sys.modules.get(module)
     return str(getattr(loaded, "__version__", "installed (version unknown)"))
 
 
@@ -69,10 +66,10 @@ def cluster_shape() -> dict[str, Any]:
         return {}
 
 
-def record_stage(root: OutputRoot, stage: str, started: float, summary: dict[str, Any]) -> None:
-    """Write ``stages/<stage>.json``; `started` is the stage's `time.time()` at its start."""
+def stage_record(stage: str, started: float, summary: dict[str, Any]) -> dict[str, Any]:
+    """The record of a stage that finishes now; `started` is its `time.time()` at the start."""
     finished = time.time()
-    root.write_json(f"stages/{stage}.json", {
+    return {
         "stage": stage,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(finished)),
@@ -80,4 +77,4 @@ def record_stage(root: OutputRoot, stage: str, started: float, summary: dict[str
         "cluster": cluster_shape(),
         "versions": versions(),
         **summary,
-    })
+    }

@@ -16,7 +16,8 @@ from typing import Any
 
 _EXPORTS = {
     "ConstructionSpec": "valuelex.construct.config",
-    "run_construction": "valuelex.construct.stage",
+    "ConstructionStage": "valuelex.construct.stage",
+    "construct": "valuelex.construct.stage",
     "select_rows": "valuelex.construct.stage",
     "Taxonomy": "valuelex.construct.taxonomy",
     "load_taxonomy": "valuelex.construct.taxonomy",

@@ -88,13 +88,3 @@ class ConstructionSpec(BaseModel):
         if self.k_rule != "fixed" and self.k is not None:
             raise ValueError(f"k: only used with k_rule 'fixed' (k_rule is {self.k_rule!r})")
         return self
-
-    @property
-    def taxonomy_path(self) -> str:
-        """Where the taxonomy document goes, relative to the output root."""
-        return f"taxonomy-{self.label}.json" if self.label else "taxonomy.json"
-
-    @property
-    def tables_prefix(self) -> str:
-        """Folder of this construction's tables (word provenance, stability), relative to the output root."""
-        return f"construction-{self.label}" if self.label else "construction"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,14 +28,13 @@ from valuelex.construct.naming import Namer, named_by_engine
 from valuelex.construct.stability import bootstrap_stability
 from valuelex.construct.taxonomy import Corpus, Taxonomy, taxonomy_document
 from valuelex.errors import ConstructionError
-from valuelex.records import record_stage
-from valuelex.store import OutputRoot, join
+from valuelex.runner import RunContext, StageResult
+from valuelex.store import RunStore
 
 if TYPE_CHECKING:
     from valuelex.spec import Study
 
 log = logging.getLogger(__name__)
-WORD_SHARD_ROWS = 1_000_000
 
 
 def select_rows(table: pa.Table, spec: ConstructionSpec, source: str = "elicitation") -> pa.Table:
@@ -51,31 +51,36 @@ def select_rows(table: pa.Table, spec: ConstructionSpec, source: str = "elicitat
     return table
 
 
-def _replace_table(root: OutputRoot, name: str, table: pa.Table) -> None:
-    """Publish `table` as the only content of a store table: new shards first, then old ones removed."""
-    shards = root.table(name)
-    old = shards.shard_paths()
-    for start in range(0, max(table.num_rows, 1), WORD_SHARD_ROWS):
-        shards.write(table.slice(start, WORD_SHARD_ROWS))
-    for path in old:
-        root.fs.delete_file(path)
+@dataclass(frozen=True)
+class ConstructionStage:
+    """The construction stage: `namer` (words -> name) and `judge` (words -> accepted words) are
+    where an LLM plugs in; without them names come from ``construction.naming`` (a study model,
+    through its engine) or are deterministic, and every extracted candidate is kept. `embedder`
+    defaults to the spec's sentence-transformers model, loaded once per process."""
+
+    namer: Namer | None = None
+    judge: Judge | None = None
+    embedder: Embedder | None = None
+    parallel: bool | None = None
+    name: str = "construction"
+
+    def uses_engines(self, study: Study) -> bool:
+        return self.namer is None and study.construction.naming is not None
+
+    def run(self, ctx: RunContext) -> StageResult:
+        return StageResult(construct(ctx.require_study(), ctx.store, namer=self.namer, judge=self.judge,
+                                     embedder=self.embedder, parallel=self.parallel, use_gpu=ctx.use_gpu))
 
 
-def run_construction(study: Study, out_uri: str | None = None, *, namer: Namer | None = None,
-                     judge: Judge | None = None, embedder: Embedder | None = None,
-                     parallel: bool | None = None) -> dict[str, Any]:
-    """Build the study's value taxonomy from its stored elicitation answers; returns a summary.
-
-    `namer` (words -> name) and `judge` (words -> accepted words) are where an LLM plugs in;
-    without them names are deterministic and every extracted candidate is kept. `embedder`
-    defaults to the spec's sentence-transformers model, loaded once per process.
-    """
+def construct(study: Study, store: RunStore, *, namer: Namer | None = None, judge: Judge | None = None,
+              embedder: Embedder | None = None, parallel: bool | None = None,
+              use_gpu: bool | None = None) -> dict[str, Any]:
+    """Build the study's value taxonomy from its stored elicitation answers; returns a summary."""
     spec: ConstructionSpec = study.construction
-    started, started_at = time.monotonic(), time.time()
-    root = OutputRoot(out_uri or study.output_uri)
-    table = root.table("elicitation").read()
+    started = time.monotonic()
+    table = store.generation("elicitation").read()
     if table is None:
-        raise ConstructionError(f"{root.uri}: no elicitation results; run the elicitation stage first")
+        raise ConstructionError(f"{store.uri}: no elicitation results; run the elicitation stage first")
     table = select_rows(table, spec)
     n_rows = table.num_rows
     failed = pc.invert(pc.is_null(table.column("error"))) if "error" in table.column_names else None
@@ -89,7 +94,7 @@ def run_construction(study: Study, out_uri: str | None = None, *, namer: Namer |
     occurrences, incidence = build_incidence(answered, spec.unit, spec.chunk_rows, parallel)
     if not incidence.words:
         raise ConstructionError(
-            f"{root.uri}: none of the {answered.num_rows} answers ({n_failed} failed rows skipped) contains a value "
+            f"{store.uri}: none of the {answered.num_rows} answers ({n_failed} failed rows skipped) contains a value "
             "word: all answers are empty, refusals or stop words"
         )
     accepted = judge_words(incidence.words, judge)
@@ -128,7 +133,7 @@ def run_construction(study: Study, out_uri: str | None = None, *, namer: Namer |
                         embedding_model=embedding_model, study=study.name, study_fingerprint=study.fingerprint())
 
     if spec.naming and namer is None:
-        taxonomy = named_by_engine(study.model(spec.naming), build, spec.seed)
+        taxonomy = named_by_engine(study.model(spec.naming), build, spec.seed, use_gpu=use_gpu)
     else:
         taxonomy = build(namer)
     stability_table, summary = bootstrap_stability(pruned, structure, taxonomy, spec, embeddings)
@@ -138,15 +143,12 @@ def run_construction(study: Study, out_uri: str | None = None, *, namer: Namer |
     words_table = occurrences.append_column(
         "in_taxonomy", pa.array([w in in_taxonomy for w in occurrences.column("word").to_pylist()], pa.bool_())
     )
-    _replace_table(root, join(spec.tables_prefix, "words"), words_table)
-    _replace_table(root, join(spec.tables_prefix, "stability"), stability_table)
-    root.write_json(spec.taxonomy_path, taxonomy_document(taxonomy))
+    uri = store.write_taxonomy(spec.label, taxonomy_document(taxonomy), words_table, stability_table)
     summary_out = {
-        "taxonomy": f"{root.uri}/{spec.taxonomy_path}",
+        "taxonomy": uri,
         **settings_summary(taxonomy),
         "stability": summary.model_dump(mode="json"),
         "seconds": round(time.monotonic() - started, 2),
     }
     log.info("construction: wrote %s (K=%d)", summary_out["taxonomy"], taxonomy.k.chosen)
-    record_stage(root, "construction", started_at, summary_out)
     return summary_out

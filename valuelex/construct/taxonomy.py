@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from valuelex.construct.naming import name_key
 from valuelex.errors import StudyError, invalid_fields
-from valuelex.store import filesystem
+from valuelex.store import filesystem, layout
 
 FORMAT_VERSION = 1
 
@@ -232,7 +232,7 @@ def classical_mds(dissimilarity: np.ndarray) -> np.ndarray:
 
 def _resolve(path_or_uri: str) -> str:
     text = str(path_or_uri)
-    return text if text.endswith(".json") else text.rstrip("/") + "/taxonomy.json"
+    return text if text.endswith(".json") else text.rstrip("/") + "/" + layout.taxonomy_file()
 
 
 def parse_taxonomy(document: Any, source: str = "taxonomy.json") -> Taxonomy:

@@ -9,7 +9,7 @@ One module per step:
 - `scores`: Eq. 4 on normalised scores, with two-level bootstrap confidence intervals;
 - `adaptive`: adaptive M, the stopping rule and its driver loop;
 - `agreement`: judge check (QWK, exact / ±1 agreement, confusion) against humans or another judge;
-- `stage`: `run_evaluation`, the whole stage over a study's output store;
+- `stage`: `EvaluationStage`, the whole stage over a run's store;
 - `config`: `EvaluationSpec`, the study file's `evaluation:` section.
 
 Nothing heavy is imported here: `valuelex.spec` imports `config` at load time.

@@ -7,7 +7,7 @@ model x dimension row is at most ``epsilon``, or when ``M_r`` has reached ``max_
 without any valid completion (NaN CI) count as not converged.
 
 The driver `run_adaptive` knows nothing about LLMs: it calls ``generate(M)`` (in the pipeline:
-`valuelex.generate.run_stage(study, "completion", out, samples=M)`, which only adds the new
+`valuelex.generate.generate_missing(ctx, "completion", samples=M)`, which only adds the new
 samples) and ``judge(M)`` (judge the completions with sample < M and return their score table).
 """
 

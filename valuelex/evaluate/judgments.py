@@ -1,6 +1,7 @@
 """The judgments table: one row per (completion, value system, judge), scores kept beside the text.
 
-Stored as shards of table ``judgments/<system>`` under the output root. Columns:
+Stored as shards of table ``judgments/<system>`` under the output root (`valuelex.store.RunStore`
+reads them, with the one rule for which judgments count). Columns:
 
 - completion identity: ``row_id`` (the completion's), ``model``, ``training``, ``size_b``, ``family``,
   ``config``, ``item_id`` (stem id), ``sample``, ``stem`` (bare stem text), ``response``;
@@ -16,7 +17,6 @@ its reason, counted as ``n_invalid`` in the scores and not judged again on a rer
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
@@ -26,10 +26,7 @@ import pandas as pd
 import pyarrow as pa
 
 from valuelex.evaluate.systems import ValueSystem
-from valuelex.store import OutputRoot
 
-COMPLETIONS_TABLE = "completions"
-COMPLETION_COLUMNS = ("row_id", "model", "training", "size_b", "family", "config", "item_id", "sample")
 BASE_FIELDS = (
     pa.field("row_id", pa.string()), pa.field("model", pa.string()), pa.field("training", pa.string()),
     pa.field("size_b", pa.float64()), pa.field("family", pa.string()), pa.field("config", pa.string()),
@@ -40,10 +37,6 @@ BASE_FIELDS = (
     pa.field("n_prompt_tokens", pa.int64()), pa.field("n_completion_tokens", pa.int64()),
 )
 SCORE_PREFIX = "score_"
-
-
-def table_name(system: ValueSystem) -> str:
-    return "judgments/" + (re.sub(r"[^A-Za-z0-9_.-]+", "_", system.name).strip("._") or "system")
 
 
 def score_column(key: str) -> str:
@@ -120,52 +113,11 @@ def to_table(rows: Iterable[dict[str, Any]], system: ValueSystem) -> pa.Table:
     return pa.Table.from_pylist(list(rows), schema=schema(system))
 
 
-def read_judgments(root: OutputRoot, system: ValueSystem, judge_key: str | None = None) -> pd.DataFrame:
-    """Stored judgments of a system (of one judge_key when given), one row per completion row_id.
-
-    A valid judgment wins over an invalid one; otherwise the latest stored row wins.
-    """
+def conform(frame: pd.DataFrame, system: ValueSystem) -> pd.DataFrame:
+    """Judgments (as read from the store) with every column of the system's schema, in order."""
     columns = [f.name for f in schema(system)]
-    raw = root.table(table_name(system)).read_raw()
-    if raw is None:
-        return pd.DataFrame({name: pd.Series(dtype=object) for name in columns})
-    frame = raw.to_pandas()
-    if judge_key is not None:
-        frame = frame[frame["judge_key"] == judge_key]
+    frame = frame.copy()
     for name in columns:
         if name not in frame.columns:
-            frame[name] = None
-    frame = frame.reset_index(drop=True)
-    frame["_order"] = range(len(frame))
-    frame = frame.sort_values(["valid", "_order"], kind="stable").drop_duplicates("row_id", keep="last")
-    return frame.sort_values("_order").drop(columns="_order")[columns].reset_index(drop=True)
-
-
-def completions_to_judge(
-    root: OutputRoot, *, models: set[str] | None = None, configs: set[str] | None = None,
-    stems: set[str] | None = None, max_samples: int | None = None,
-) -> pd.DataFrame:
-    """Successful completions of the store, restricted to the study's current grid.
-
-    Rows whose generation failed (``error`` set) are not judged: the generation stage retries them.
-    """
-    table = root.table(COMPLETIONS_TABLE).read()
-    wanted = [*COMPLETION_COLUMNS, "prompt", "response", "error"]
-    if table is None:
-        return pd.DataFrame({name: pd.Series(dtype=object) for name in wanted})
-    frame = table.select([c for c in wanted if c in table.column_names]).to_pandas()
-    for name in wanted:
-        if name not in frame.columns:
-            frame[name] = None
-    keep = frame["error"].isna()
-    if models is not None:
-        keep &= frame["model"].isin(models)
-    if configs is not None:
-        keep &= frame["config"].isin(configs)
-    if stems is not None:
-        keep &= frame["item_id"].isin(stems)
-    if max_samples is not None:
-        keep &= frame["sample"] < max_samples
-    frame = frame[keep].copy()
-    frame["stem"] = [stem_text(i, p) for i, p in zip(frame["item_id"], frame["prompt"], strict=True)]
-    return frame.reset_index(drop=True)
+            frame[name] = pd.Series(dtype=object) if frame.empty else None
+    return frame[columns].reset_index(drop=True)

@@ -26,8 +26,8 @@ from valuelex.evaluate.judgments import score_column
 from valuelex.evaluate.systems import ValueSystem
 
 MAX_SCORE = 6
-SCORE_COLUMNS = ("model", "system", "judge", "dimension", "key", "level", "parent", "w", "ci_low", "ci_high",
-                 "n", "n_invalid")
+SCORE_COLUMNS = ("model", "system", "judge", "judge_key", "dimension", "key", "level", "parent", "w", "ci_low",
+                 "ci_high", "n", "n_invalid")
 _CHUNK_ELEMENTS = 4_000_000  # bootstrap work is chunked to bound memory (~32 MB of float64)
 
 
@@ -95,17 +95,20 @@ def _rng(seed: int, *labels: str) -> np.random.Generator:
 
 def score_table(
     judgments: pd.DataFrame, system: ValueSystem, *, resamples: int = 1000, ci_level: float = 0.95, seed: int = 0,
-    judge: str | None = None,
+    judge: str | None = None, judge_key: str | None = None,
 ) -> pd.DataFrame:
     """Eq. 4 scores with bootstrap CIs: one row per model x dimension (parents and leaves).
 
-    Columns: model, system, judge, dimension (name), key, level, parent, w, ci_low, ci_high, n (valid
+    Columns: model, system, judge, judge_key (which stored judgments the scores count, see
+    `valuelex.store.run.RunStore.judgments`), dimension (name), key, level, parent, w, ci_low, ci_high, n (valid
     completions), n_invalid. A model without a valid completion gets NaN w and CI.
     """
     dims = system.all_dimensions()
     keys = [d.key for d in dims]
     values = dimension_values(judgments, system)
     judge = judge if judge is not None else (str(judgments["judge"].iloc[0]) if len(judgments) else "")
+    if judge_key is None:
+        judge_key = str(judgments["judge_key"].iloc[0]) if len(judgments) and "judge_key" in judgments else ""
     rows = []
     for model in sorted(judgments["model"].dropna().unique()):
         n_invalid = int((~judgments.loc[judgments["model"] == model, "valid"].astype(bool)).sum())
@@ -121,8 +124,8 @@ def score_table(
             w = low = high = np.full(len(keys), np.nan)
         for i, dim in enumerate(dims):
             rows.append({
-                "model": model, "system": system.name, "judge": judge, "dimension": dim.name, "key": dim.key,
-                "level": dim.level, "parent": system.dimension(dim.parent).name if dim.parent else None,
+                "model": model, "system": system.name, "judge": judge, "judge_key": judge_key, "dimension": dim.name,
+                "key": dim.key, "level": dim.level, "parent": system.dimension(dim.parent).name if dim.parent else None,
                 "w": float(w[i]), "ci_low": float(low[i]), "ci_high": float(high[i]), "n": n, "n_invalid": n_invalid,
             })
     return pd.DataFrame(rows, columns=list(SCORE_COLUMNS))

@@ -1,12 +1,12 @@
 """The evaluation stage (Algorithm 2): generate completions, judge them, score them by Eq. 4.
 
-Output, under the study's output root (or `out_uri`):
+Output, under the run's output root (paths in `valuelex.store.layout`):
 
-- ``completions/``: the sentence completions (written by `valuelex.generate.run_stage`);
+- ``completions/``: the sentence completions (written by `valuelex.generate.generate_missing`);
 - ``judgments/<system>/``: per-completion judgments, shards (see `valuelex.evaluate.judgments`);
 - ``scores.parquet``: model x dimension scores (see `valuelex.evaluate.scores`) of every (system,
   judge) pair evaluated in this output root; a run replaces the rows of its own pairs;
-- ``evaluation.json``: the summary `run_evaluation` returns.
+- ``evaluation.json``: the summary of the last evaluation (its judge and M are what readers default to).
 
 Resumable: a completion already judged by the same judge on the same version of a system
 (same ``judge_key``) is not judged again, whether its judgment was valid or not.
@@ -16,66 +16,61 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
+from valuelex.errors import StudyError
 from valuelex.evaluate import judgments as jt
 from valuelex.evaluate.adaptive import run_adaptive
 from valuelex.evaluate.scores import score_table
 from valuelex.evaluate.systems import ValueSystem, load_value_system
-from valuelex.records import record_stage
-from valuelex.store import OutputRoot, ShardTable
+from valuelex.runner import RunContext, StageResult
+from valuelex.store import RunStore, ShardTable, layout
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from valuelex.evaluate.config import EvaluationSpec
     from valuelex.spec import Study
 
 log = logging.getLogger(__name__)
-SCORES_FILE = "scores.parquet"
-SUMMARY_FILE = "evaluation.json"
 
 
-def build_judge(study: Study, spec: EvaluationSpec) -> Any:
-    """The judge a study asks for: `EmbeddingJudge` or `LLMJudge`.
+def build_judge(study: Study, use_gpu: bool | None = None) -> Any:
+    """The judge a study asks for: `EmbeddingJudge` or `LLMJudge` (its engine placed by `use_gpu`).
 
     The LLM judge stores its judgments in shards of ``study.shard_rows`` as the engine finishes them
     (the unit of resume, as for generation): a killed run loses only what was still in flight.
     """
+    spec = study.evaluation
     if spec.judge == "llm":
         from valuelex.evaluate.llm_judge import LLMJudge
 
-        return LLMJudge(spec.judge_model_spec(study), spec, batch_rows=study.shard_rows)
+        return LLMJudge(spec.judge_model_spec(study), spec, batch_rows=study.shard_rows, use_gpu=use_gpu)
     from valuelex.evaluate.embedding import EmbeddingJudge
 
     return EmbeddingJudge(spec.embedding_model)
 
 
 def judge_pending(
-    root: OutputRoot, study: Study, systems: list[ValueSystem], judge: Any, *, max_samples: int | None = None,
+    store: RunStore, study: Study, systems: list[ValueSystem], judge: Any, *, max_samples: int | None = None,
 ) -> dict[str, dict[str, int]]:
     """Judge every completion of the study's grid not yet judged for each system by this judge.
 
     All systems go to the judge at once (`judge_many` when it has one: the LLM judge then starts
     its engine once per attempt, not once per system). Returns counts per system name.
     """
-    completions = jt.completions_to_judge(
-        root, models={m.name for m in study.models}, configs={c.name for c in study.decoding},
-        stems=None if study.prompts.stems == "all" else set(study.prompts.stems), max_samples=max_samples,
-    )
+    completions = store.completions(study, max_samples=max_samples)
     tasks: list[jt.JudgeTask] = []
     counts: dict[str, dict[str, int]] = {}
     for system in systems:
-        done = set(jt.read_judgments(root, system, judge.key(system))["row_id"])
+        done = set(store.judgments(system, judge_key=judge.key(system), study=study, max_samples=max_samples)["row_id"])
         pending = completions[~completions["row_id"].isin(done)]
         counts[system.name] = {"completions": len(completions), "already_judged": int(len(completions) - len(pending)),
                                "judged": 0, "invalid": 0}
         if not pending.empty:
-            sink = _storing(root.table(jt.table_name(system)), system, counts[system.name])
+            sink = _storing(store.judgments_table(system), system, counts[system.name])
             tasks.append(jt.JudgeTask(system, pending.to_dict("records"), sink))
     if not tasks:
         return counts
@@ -102,99 +97,100 @@ def _storing(table: ShardTable, system: ValueSystem, counts: dict[str, int]) -> 
     return sink
 
 
-def current_judgments(
-    root: OutputRoot, study: Study, system: ValueSystem, judge_key: str, *, max_samples: int | None = None,
-) -> pd.DataFrame:
-    """The stored judgments of this judge for the completions of the study's current grid."""
-    frame = jt.read_judgments(root, system, judge_key)
-    models, configs = {m.name for m in study.models}, {c.name for c in study.decoding}
-    frame = frame[frame["model"].isin(models) & frame["config"].isin(configs)]
-    if study.prompts.stems != "all":
-        frame = frame[frame["item_id"].isin(set(study.prompts.stems))]
-    limit = study.samples if max_samples is None else max_samples
-    return frame[frame["sample"] < limit].reset_index(drop=True)
-
-
-def score_systems(root: OutputRoot, study: Study, systems: list[ValueSystem], judge: Any, samples: int) -> pd.DataFrame:
+def score_systems(store: RunStore, study: Study, systems: list[ValueSystem], judge: Any, samples: int) -> pd.DataFrame:
     """Eq. 4 scores with bootstrap CIs of every system, from this judge's stored judgments with sample < samples."""
     spec = study.evaluation
-    tables = [
-        score_table(current_judgments(root, study, system, judge.key(system), max_samples=samples), system,
-                    resamples=spec.bootstrap_resamples, ci_level=spec.ci_level, seed=spec.seed, judge=judge.name)
-        for system in systems
-    ]
+    tables = []
+    for system in systems:
+        key = judge.key(system)
+        judged = jt.conform(store.judgments(system, judge_key=key, study=study, max_samples=samples), system)
+        tables.append(score_table(judged, system, resamples=spec.bootstrap_resamples, ci_level=spec.ci_level,
+                                  seed=spec.seed, judge=judge.name, judge_key=key))
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
-def read_scores(root: OutputRoot) -> pd.DataFrame | None:
-    if not root.exists(SCORES_FILE):
-        return None
-    with root.fs.open_input_file(f"{root.path}/{SCORES_FILE}") as source:
-        return pq.read_table(source).to_pandas()
+@dataclass(frozen=True)
+class EvaluationStage:
+    """The evaluation stage: completions, judgments, scores.
+
+    `systems` overrides ``study.evaluation.systems`` (names, paths or `ValueSystem`s);
+    `include_taxonomy` adds the run's constructed taxonomy (what ``valuelex run`` does); `judge`
+    replaces the study's judge (any object with ``name``, ``key(system)`` and ``judge``);
+    ``generate=False`` judges the stored completions only (no completion engine starts).
+    """
+
+    systems: tuple[str | ValueSystem, ...] | None = None
+    include_taxonomy: bool = False
+    judge: Any = None
+    generate: bool = True
+    name: str = "evaluation"
+
+    def uses_engines(self, study: Study) -> bool:
+        return self.generate or (self.judge is None and study.evaluation.judge == "llm")
+
+    def value_systems(self, ctx: RunContext) -> list[ValueSystem]:
+        study = ctx.require_study()
+        wanted = list(self.systems or study.evaluation.systems)
+        loaded = [s if isinstance(s, ValueSystem) else load_value_system(s) for s in wanted]
+        if self.include_taxonomy:
+            constructed = ctx.store.taxonomy_system(study.construction.label)
+            if constructed is not None and constructed.name not in {s.name for s in loaded}:
+                loaded.append(constructed)
+        names = [s.name for s in loaded]
+        if len(set(names)) != len(names):
+            raise StudyError(f"evaluation.systems: two value systems share a name: {names}")
+        return loaded
+
+    def run(self, ctx: RunContext) -> StageResult:
+        judge = self.judge or build_judge(ctx.require_study(), ctx.use_gpu)
+        return evaluate(ctx, self.value_systems(ctx), judge, generate=self.generate)
 
 
-def write_scores(root: OutputRoot, scores: pd.DataFrame) -> pd.DataFrame:
-    """Publish scores.parquet: these rows replace the stored ones of the same (system, judge) pairs;
-    the scores of other systems or judges evaluated in this output root are kept."""
-    previous = read_scores(root)
-    if previous is not None and len(previous):
-        fresh = set(zip(scores["system"], scores["judge"], strict=True))
-        keep = [pair not in fresh for pair in zip(previous["system"], previous["judge"], strict=True)]
-        scores = pd.concat([previous[keep], scores], ignore_index=True) if any(keep) else scores
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pandas(scores, preserve_index=False), sink, compression="zstd")
-    root.publish_bytes(SCORES_FILE, sink.getvalue().to_pybytes())
-    return scores
-
-
-def run_evaluation(study: Study, systems: list[str] | None = None, out_uri: str | None = None) -> dict[str, Any]:
+def evaluate(ctx: RunContext, systems: list[ValueSystem], judge: Any, *, generate: bool = True) -> StageResult:
     """Generate the sentence completions, judge every unjudged one, write judgments and scores.
 
-    `systems` overrides ``study.evaluation.systems`` (names or paths). With ``evaluation.adaptive``
-    enabled, M grows in rounds until the CIs are narrow (see `valuelex.evaluate.adaptive`) instead
-    of using ``study.samples``. Returns a summary (also written to ``evaluation.json``).
+    With ``evaluation.adaptive`` enabled, M grows in rounds until the CIs are narrow (see
+    `valuelex.evaluate.adaptive`) instead of using ``study.samples``. The summary is also
+    stored as ``evaluation.json``; the completion generation is recorded as its own stage.
     """
-    from valuelex.generate import run_stage
+    from valuelex.generate import StageReport, generate_missing
 
+    study, store = ctx.require_study(), ctx.store
     spec = study.evaluation
-    out = out_uri or study.output_uri
-    root = OutputRoot(out)
-    loaded = [load_value_system(s) for s in (systems or spec.systems)]
-    names = [s.name for s in loaded]
-    if len(set(names)) != len(names):
-        from valuelex.errors import StudyError
+    started = time.monotonic()
+    per_system: dict[str, dict[str, int]] = {s.name: {} for s in systems}
+    completion = StageReport(stage="completion")
+    completion_started = time.time()
 
-        raise StudyError(f"evaluation.systems: two value systems share a name: {names}")
-    judge = build_judge(study, spec)
-    started, started_at = time.monotonic(), time.time()
-    per_system: dict[str, dict[str, int]] = {s.name: {} for s in loaded}
-
-    def generate(samples: int | None) -> None:
-        report = run_stage(study, "completion", out, samples=samples)
+    def generate_round(samples: int | None) -> None:
+        if not generate:
+            return
+        report = generate_missing(ctx, "completion", samples)
+        completion.merge(report)
         log.info("completion stage: %s rows generated, %s failed", report.generated_rows, report.failed_rows)
 
     def judge_all(samples: int) -> pd.DataFrame:
-        for name, counts in judge_pending(root, study, loaded, judge, max_samples=samples).items():
+        for name, counts in judge_pending(store, study, systems, judge, max_samples=samples).items():
             for k, v in counts.items():
                 per_system[name][k] = per_system[name].get(k, 0) + v if k in ("judged", "invalid") else v
-        return score_systems(root, study, loaded, judge, samples)
+        return score_systems(store, study, systems, judge, samples)
 
     adaptive = None
     if spec.adaptive.enabled:
-        report = run_adaptive(generate, judge_all, spec.adaptive, fixed_samples=study.samples)
+        report = run_adaptive(generate_round, judge_all, spec.adaptive, fixed_samples=study.samples)
         scores, samples, adaptive = report.scores, report.samples_used, report.summary()
     else:
-        generate(None)
+        generate_round(None)
         samples = study.samples
         scores = judge_all(samples)
-    write_scores(root, scores)
+    store.write_scores(scores)
     summary = {
-        "study": study.name, "out": out, "judge": judge.name, "samples": samples, "adaptive": adaptive,
-        "systems": per_system, "scores_file": f"{root.uri}/{SCORES_FILE}",
+        "study": study.name, "out": store.uri, "judge": judge.name, "samples": samples, "adaptive": adaptive,
+        "systems": per_system, "scores_file": f"{store.uri}/{layout.SCORES}",
         "invalid": {s.name: int(scores.loc[scores["system"] == s.name, "n_invalid"].groupby(
-            scores["model"]).first().sum()) for s in loaded},
+            scores["model"]).first().sum()) for s in systems},
         "seconds": round(time.monotonic() - started, 2),
     }
-    root.write_json(SUMMARY_FILE, summary)
-    record_stage(root, "evaluation", started_at, summary)
-    return summary
+    store.write_evaluation_summary(summary)
+    parts = {"completion": {"started": completion_started, **completion.summary()}} if generate else {}
+    return StageResult(summary, parts=parts)

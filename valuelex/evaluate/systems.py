@@ -45,6 +45,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from valuelex.errors import StudyError
+from valuelex.store import layout
 
 PACKAGED = ("valuelex", "schwartz", "mft")
 TAXONOMY_FORMAT_VERSION = 1
@@ -131,7 +132,7 @@ def load_value_system(name_or_path: str | Path) -> ValueSystem:
         return _packaged(text)
     path = Path(text)
     if path.is_dir():
-        path = path / "taxonomy.json"
+        path = path / layout.taxonomy_file()
     if not path.exists():
         raise StudyError(
             f"{text}: unknown value system: not a packaged one ({', '.join(PACKAGED)}) and no such file"
@@ -145,7 +146,7 @@ def load_value_system(name_or_path: str | Path) -> ValueSystem:
             raw = json.loads(raw_text)
         except json.JSONDecodeError as exc:
             raise StudyError(f"{path}: not valid JSON: {exc}") from None
-        return _from_taxonomy(raw, str(path))
+        return system_from_taxonomy(raw, str(path))
     try:
         raw = yaml.safe_load(raw_text)
     except yaml.YAMLError as exc:
@@ -255,7 +256,8 @@ def _from_yaml(raw: Any, where: str, *, source: str) -> ValueSystem:
                    source=source, strict_keys=True, describe_parents=True)
 
 
-def _from_taxonomy(raw: Any, where: str) -> ValueSystem:
+def system_from_taxonomy(raw: Any, where: str) -> ValueSystem:
+    """A constructed taxonomy document (taxonomy.json, already parsed) as a value system; `where` names it."""
     if not isinstance(raw, dict):
         raise _fail(where, "(top level)", "expected a JSON object with format_version and dimensions")
     if raw.get("format_version") != TAXONOMY_FORMAT_VERSION:

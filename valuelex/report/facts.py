@@ -26,6 +26,7 @@ from valuelex.report.figures import (
     truncate,
 )
 from valuelex.report.load import RunData
+from valuelex.store import layout
 
 NOT_RECORDED = "not recorded"
 def _seconds(value: Any) -> str:
@@ -103,7 +104,7 @@ def _stage_rows(data: RunData) -> list[list[Any]]:
         summary = "; ".join(f"{t.path}: K={t.taxonomy.k.chosen}, {t.taxonomy.corpus.n_words_kept} words"
                             if t.taxonomy is not None else f"{t.path}: invalid" for t in data.taxonomies)
     else:
-        summary = "no taxonomy.json"
+        summary = f"no {layout.taxonomy_file()}"
     status = "missing" if not data.taxonomies else ("done" if len(valid) == len(data.taxonomies) else "partial")
     rows.append(["construction", "taxonomy*.json, construction*/", status, summary,
                  _seconds(records.get("construction", {}).get("seconds"))])
@@ -155,7 +156,7 @@ def _study_items(data: RunData) -> list[Any]:
             id="table-decoding", title="Decoding configs Θ", columns=["Config", "Temperature", "top_p", "max_tokens"],
             rows=[[d.get("name"), d.get("temperature"), d.get("top_p"), d.get("max_tokens")] for d in decoding],
             numeric=[False, True, True, True]))
-    items.append(Preformatted(id="pre-study", title="study.json", text=json.dumps(study, indent=2, sort_keys=True)))
+    items.append(Preformatted(id="pre-study", title=layout.STUDY, text=json.dumps(study, indent=2, sort_keys=True)))
     return items
 
 
@@ -216,7 +217,7 @@ def _reasons(data: RunData) -> TableItem | None:
         reasons = invalid["invalid_reason"].fillna("no reason recorded") if "invalid_reason" in invalid else \
             pd.Series(["no reason recorded"] * len(invalid))
         for message, n in Counter(truncate(r, 300) for r in reasons).most_common(8):
-            rows.append([f"judgments/{system}", "invalid judgment", message, fmt_int(n)])
+            rows.append([layout.judgments_table(system), "invalid judgment", message, fmt_int(n)])
     if not rows:
         return None
     return TableItem(id="table-invalid", title="Failed, empty and invalid rows, and why", rows=rows,

@@ -28,12 +28,16 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import valuelex
+from valuelex._version import __version__
+from valuelex.errors import StoreError
 from valuelex.report.figures import FigureWriter, Notice, Section
 from valuelex.report.load import RunData, load_run
+from valuelex.runner import RunContext, StageResult
+from valuelex.store import layout
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +92,30 @@ def _clean_figures(writer: FigureWriter) -> None:
 def default_out(run_uri: str) -> str:
     """RUN/report for a local run; ./report-<run name> for an s3:// one (the report is a local folder)."""
     if run_uri.startswith("s3://"):
-        return f"report-{run_uri.rstrip('/').rsplit('/', 1)[-1]}"
-    return str(Path(run_uri.removeprefix("file://")) / "report")
+        return f"{layout.REPORT}-{run_uri.rstrip('/').rsplit('/', 1)[-1]}"
+    return str(Path(run_uri.removeprefix("file://")) / layout.REPORT)
+
+
+@dataclass(frozen=True)
+class ReportStage:
+    """The report as a stage of the study: ``index.html`` and figures into `out` (default: `default_out`)."""
+
+    out: str | None = None
+    embed: str = "svg"
+    cases: int = 2
+    name: str = "report"
+
+    def uses_engines(self, study: Any) -> bool:
+        return False
+
+    def run(self, ctx: RunContext) -> StageResult:
+        try:
+            summary = build_report(ctx.store.uri, self.out or default_out(ctx.store.uri), embed=self.embed,
+                                   cases_per_model=self.cases)
+        except OSError as exc:
+            raise StoreError(f"cannot write the report: {exc}") from exc
+        return StageResult({k: v for k, v in summary.items() if k != "figures"}
+                           | {"figures": sorted(summary["figures"])})
 
 
 def build_report(run_uri: str, out_dir: str, *, embed: str = "svg", cases_per_model: int = 2,
@@ -122,7 +148,7 @@ def build_report(run_uri: str, out_dir: str, *, embed: str = "svg", cases_per_mo
     from valuelex.report.html import render
 
     page = render(
-        title=title or _title(data), run_uri=data.uri, valuelex_version=valuelex.__version__,
+        title=title or _title(data), run_uri=data.uri, valuelex_version=__version__,
         generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), seconds=seconds,
         sections=sections, overview=overview, overview_items=overview_items,
     )

@@ -1,7 +1,8 @@
-"""The result store: Parquet shards under one output root, local or s3://, through pyarrow.fs.
+"""The result store's mechanics: Parquet shards and whole files under one output root, local or s3://.
 
-Layout: ``ROOT/<table>/part-<uuid>.parquet`` plus ``ROOT/study.json``. A shard is serialised in
-memory and published in one step (rename on local disk, one upload on S3), so a reader never
+Tables are ``ROOT/<table>/part-<uuid>.parquet``; which tables and files a run has, and which of
+their rows count, is `valuelex.store.run.RunStore`'s business (names in `valuelex.store.layout`).
+A shard is serialised in memory and published in one step (rename on local disk, one upload on S3), so a reader never
 sees a partial file and a killed run leaves only whole shards. Rows are keyed by ``row_id``;
 failed rows are stored with their error and count as not done, so the next run retries them.
 """
@@ -85,15 +86,44 @@ class OutputRoot:
     def write_json(self, relpath: str, document: dict) -> None:
         self.publish_bytes(relpath, json.dumps(document, indent=2, sort_keys=True).encode())
 
-    def read_json(self, relpath: str) -> dict | None:
+    def write_parquet(self, relpath: str, table: pa.Table) -> None:
+        """Publish one whole Parquet file (not a shard table): it appears complete or not at all."""
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        self.publish_bytes(relpath, sink.getvalue().to_pybytes())
+
+    def read_parquet(self, relpath: str) -> pa.Table | None:
+        """One whole Parquet file, or None when it does not exist."""
+        target = join(self.path, relpath)
+        try:
+            if self.fs.get_file_info(target).type == pafs.FileType.NotFound:
+                return None
+            with self.fs.open_input_file(target) as handle:
+                return pq.read_table(pa.BufferReader(handle.read()))
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreError(f"{self.uri}/{relpath}: cannot read: {exc}") from exc
+
+    def list_dir(self, relpath: str = "") -> list[pafs.FileInfo]:
+        """What stands directly in a folder of the run (nothing when it does not exist)."""
+        path = join(self.path, relpath) if relpath else self.path
+        try:
+            return self.fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreError(f"{self.uri}/{relpath}: cannot list: {exc}") from exc
+
+    def read_bytes(self, relpath: str) -> bytes | None:
         target = join(self.path, relpath)
         try:
             if self.fs.get_file_info(target).type == pafs.FileType.NotFound:
                 return None
             with self.fs.open_input_stream(target) as stream:
-                return json.loads(stream.read())
+                return stream.read()
         except (OSError, pa.ArrowException) as exc:
             raise StoreError(f"{self.uri}/{relpath}: cannot read: {exc}") from exc
+
+    def read_json(self, relpath: str) -> dict | None:
+        data = self.read_bytes(relpath)
+        return None if data is None else json.loads(data)
 
     def exists(self, relpath: str) -> bool:
         try:

@@ -1,0 +1,103 @@
+"""The public Python API: run a study, or open a run and read what it holds.
+
+    import valuelex
+
+    result = valuelex.run_study("configs/local.yaml", out="runs/local")   # every stage, in order
+    run = valuelex.open_run("runs/local")                                 # or s3://bucket/prefix
+    run.scores()                                                          # pandas: model x dimension
+    run.judgments("valuelex")                                             # the judgments that count
+    valuelex.compare("runs/local", "gemma3-270m", "smollm2-135m-instruct")
+
+The CLI (`valuelex.cli`) and the Ray job entrypoints (`jobs/`) are thin over these functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from valuelex.errors import StudyError
+from valuelex.runner import RunContext, Stage, StageResult, prepare, run_stages
+from valuelex.spec import Study, load_study
+from valuelex.store import RunStore
+
+if TYPE_CHECKING:
+    from valuelex.evaluate.systems import ValueSystem
+
+STAGES = ("elicitation", "construction", "evaluation", "report")
+"""The study's stages in the order data flows through them (``completion`` alone is also a stage)."""
+
+
+@dataclass
+class RunResult:
+    """What `run_study` did: each stage's result, and the run's store to read its outputs."""
+
+    run: RunStore
+    stages: dict[str, StageResult]
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Stage name -> its summary (what ``stages/<name>.json`` records, without the envelope)."""
+        return {name: result.summary for name, result in self.stages.items()}
+
+
+def stage(name: str, *, systems: Sequence[str | ValueSystem] | None = None, include_taxonomy: bool = False,
+          report_dir: str | None = None) -> Stage:
+    """A stage by name: elicitation, completion, construction, evaluation or report."""
+    from valuelex.construct.stage import ConstructionStage
+    from valuelex.evaluate.stage import EvaluationStage
+    from valuelex.generate import GenerationStage
+    from valuelex.report.stage import ReportStage
+
+    if name in ("elicitation", "completion"):
+        return GenerationStage(name)
+    if name == "construction":
+        return ConstructionStage()
+    if name == "evaluation":
+        return EvaluationStage(tuple(systems) if systems else None, include_taxonomy=include_taxonomy)
+    if name == "report":
+        return ReportStage(out=report_dir)
+    raise StudyError(f"stages: unknown stage {name!r} (stages: {', '.join(STAGES)}, completion)")
+
+
+def run_study(
+    study: Study | str | Path, out: str | None = None, stages: Sequence[str | Stage] = STAGES, *,
+    systems: Sequence[str | ValueSystem] | None = None, require_gpu: bool = False, report_dir: str | None = None,
+) -> RunResult:
+    """Run a study's stages in order into `out` (default: the study's ``output``); each resumes.
+
+    `stages`: names or `Stage` objects. When construction runs before evaluation, the taxonomy
+    it builds is evaluated too. `systems` overrides ``evaluation.systems``. Everything that can
+    be checked before writing is checked first: the placement of every engine (respondents,
+    judge, namer), with GPUs demanded by `require_gpu` (or ``VALUELEX_REQUIRE_GPU=1``).
+    """
+    spec = study if isinstance(study, Study) else load_study(study)
+    names = [s if isinstance(s, str) else s.name for s in stages]
+    with_taxonomy = "construction" in names and "evaluation" in names
+    chosen = [stage(s, systems=systems, include_taxonomy=with_taxonomy, report_dir=report_dir)
+              if isinstance(s, str) else s for s in stages]
+    store = RunStore(out or spec.output_uri)
+    ctx = prepare(spec, store, chosen, require_gpu=require_gpu)
+    return RunResult(store, run_stages(ctx, chosen))
+
+
+def open_run(uri: str) -> RunStore:
+    """A run's output root to read: ``scores()``, ``judgments(system)``, ``taxonomy_system()``,
+    ``comparisons()``, ``study()``, ``table(name)`` (see `valuelex.store.RunStore`)."""
+    store = RunStore(uri)
+    if not store.exists():
+        raise StudyError(f"{uri}: no such run (the output root does not exist)")
+    return store
+
+
+def report(run_uri: str, out: str | None = None, *, embed: str = "svg", cases: int = 2) -> dict[str, Any]:
+    """Build a run's report (the report stage on a run read back); recorded when the run exists."""
+    from valuelex.report.stage import ReportStage
+
+    store = RunStore(run_uri)
+    report_stage = ReportStage(out=out, embed=embed, cases=cases)
+    ctx = RunContext(study=store.study(), store=store)
+    if not store.exists():
+        return report_stage.run(ctx).summary
+    return run_stages(ctx, [report_stage])["report"].summary

@@ -1,0 +1,102 @@
+"""One interface for every stage of a study, and the runner that records them.
+
+A stage is an object with a ``name`` and ``run(ctx) -> StageResult`` (elicitation, construction,
+evaluation, report: see `valuelex.api.STAGES`). The `RunContext` it gets holds what every stage
+shares: the study, the run store, and where engines run, decided once for respondents, the LLM
+judge and the namer alike (`prepare`): a model that no node can hold, or a GPU demanded on a CPU
+cluster, is refused before anything is written. The runner, not the stage, writes
+``stages/<name>.json``: wall time, cluster shape, software versions and the stage's summary.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from valuelex.errors import StudyError
+from valuelex.records import stage_record
+
+if TYPE_CHECKING:
+    from valuelex.respondents import ModelSpec
+    from valuelex.spec import Study
+    from valuelex.store import RunStore
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a stage runs with: the study (None for a run read back without a valid study.json), the
+    store, and the placement: ``use_gpu`` for every engine and the ``waves`` of models that run
+    side by side (None until `prepare` decided them, i.e. when no stage needs an engine)."""
+
+    study: Study | None
+    store: RunStore
+    require_gpu: bool = False
+    use_gpu: bool | None = None
+    waves: tuple[tuple[ModelSpec, ...], ...] | None = None
+
+    def require_study(self) -> Study:
+        if self.study is None:
+            raise StudyError(f"{self.store.uri}: no valid study.json: run this stage with a study file")
+        return self.study
+
+    def model_waves(self) -> tuple[tuple[ModelSpec, ...], ...]:
+        """Waves of the study's models; one model per wave when placement was not decided."""
+        if self.waves is not None:
+            return self.waves
+        return tuple((m,) for m in self.require_study().models)
+
+
+@dataclass
+class StageResult:
+    """What a stage did: its summary (recorded as ``stages/<name>.json``), and records of the
+    stages it ran inside itself (the completion generation inside evaluation), each with its
+    ``started`` time (``time.time()``)."""
+
+    summary: dict[str, Any]
+    parts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class Stage(Protocol):
+    """A step of a study: reads what earlier stages stored, stores what it makes."""
+
+    name: str
+
+    def uses_engines(self, study: Study) -> bool:
+        """Whether it may start an engine (then the placement is decided before any stage runs)."""
+        ...
+
+    def run(self, ctx: RunContext) -> StageResult: ...
+
+
+def prepare(study: Study, store: RunStore, stages: Sequence[Stage], *, require_gpu: bool = False) -> RunContext:
+    """Check everything that can be checked before writing, decide the placement, write study.json."""
+    from valuelex.placement import require_gpu_from_env
+
+    require_gpu = require_gpu or require_gpu_from_env()
+    use_gpu = waves = None
+    if any(stage.uses_engines(study) for stage in stages):
+        from valuelex.placement import check_placement, cluster_nodes, schedule
+        from valuelex.runtime import ensure_ray
+
+        ensure_ray()
+        nodes = cluster_nodes()
+        use_gpu = check_placement(study, nodes, require_gpu=require_gpu).use_gpu
+        waves = tuple(tuple(wave) for wave in schedule(study, nodes, require_gpu=require_gpu))
+    store.write_study(study)
+    return RunContext(study=study, store=store, require_gpu=require_gpu, use_gpu=use_gpu, waves=waves)
+
+
+def run_stages(ctx: RunContext, stages: Sequence[Stage]) -> dict[str, StageResult]:
+    """Run stages in order, recording each (and each part it reports) as ``stages/<name>.json``."""
+    results: dict[str, StageResult] = {}
+    for stage in stages:
+        started = time.time()
+        result = stage.run(ctx)
+        for name, part in result.parts.items():
+            part = dict(part)
+            ctx.store.write_stage_record(name, stage_record(name, part.pop("started", started), part))
+        ctx.store.write_stage_record(stage.name, stage_record(stage.name, started, result.summary))
+        results[stage.name] = result
+    return results

@@ -1,0 +1,55 @@
+"""Where everything of a run lives under its output root: the one module that spells a file name.
+
+    study.json                          the spec the run used
+    elicitation/ completions/           generation tables (shards; see `valuelex.store.shards`)
+    taxonomy[-<label>].json             constructed value systems
+    construction[-<label>]/words|stability
+    judgments/<system>/                 per-completion judgments (shards)
+    scores.parquet  evaluation.json     Eq. 4 scores; the last evaluation's summary
+    comparisons/<name>.parquet          `valuelex compare` results
+    judge_check.json                    judge agreement with human labels
+    stages/<stage>.json                 what each stage did (written by the runner)
+    report/                             the default report folder
+"""
+
+from __future__ import annotations
+
+import re
+
+STUDY = "study.json"
+SCORES = "scores.parquet"
+EVALUATION = "evaluation.json"
+JUDGE_CHECK = "judge_check.json"
+STAGES = "stages"
+REPORT = "report"
+JUDGMENTS = "judgments"
+COMPARISONS = "comparisons"
+GENERATION_TABLES = {"elicitation": "elicitation", "completion": "completions"}
+TAXONOMY_FILE = re.compile(r"^taxonomy(?:-([A-Za-z0-9][A-Za-z0-9_.\-]*))?\.json$")
+
+
+def generation_table(stage: str) -> str:
+    """The shard table of a generation stage (`elicitation` or `completion`)."""
+    return GENERATION_TABLES[stage]
+
+
+def stage_record(stage: str) -> str:
+    return f"{STAGES}/{stage}.json"
+
+
+def judgments_table(system_name: str) -> str:
+    """``judgments/<system>``, the name made safe as one path part."""
+    return f"{JUDGMENTS}/" + (re.sub(r"[^A-Za-z0-9_.-]+", "_", system_name).strip("._") or "system")
+
+
+def taxonomy_file(label: str | None = None) -> str:
+    return f"taxonomy-{label}.json" if label else "taxonomy.json"
+
+
+def construction_tables(label: str | None = None) -> str:
+    """The folder of a taxonomy's tables (``words``, ``stability``)."""
+    return f"construction-{label}" if label else "construction"
+
+
+def comparison_file(name: str) -> str:
+    return f"{COMPARISONS}/{name}.parquet"

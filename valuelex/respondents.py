@@ -28,7 +28,10 @@ class Training(StrEnum):
 
 
 class EngineOptions(Strict):
-    """How a model's engine is placed and configured; passed through to vLLM where it applies."""
+    """How a model's engine is placed and configured; passed through to vLLM where it applies.
+
+    Every number has an upper bound and is finite, so what a run derives from it stays bounded.
+    """
 
     tensor_parallel_size: int = Field(1, ge=1)
     pipeline_parallel_size: int = Field(1, ge=1)
@@ -37,18 +40,20 @@ class EngineOptions(Strict):
     enforce_eager: bool = False
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
     accelerator_type: str | None = None
-    batch_size: int = Field(32, ge=1, description="rows per engine batch")
-    concurrency: int = Field(1, ge=1, description="engine replicas (actors) for this model")
+    batch_size: int = Field(32, ge=1, le=100_000, description="rows per engine batch")
+    concurrency: int = Field(1, ge=1, le=1024, description="engine replicas (actors) for this model")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra vLLM engine args")
     # OpenAI-compatible engines
     base_url: str | None = None
     # a variable's name only: a pasted key fails here instead of landing in study.json and messages
     api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
                                     description="name of the env var holding the API key")
-    max_concurrency: int = Field(8, ge=1, description="requests in flight at once")
-    max_qps: float | None = Field(None, gt=0, description="requests started per second, at most")
-    max_retries: int = Field(4, ge=0)
-    request_timeout_s: float = Field(120.0, gt=0)
+    max_concurrency: int = Field(8, ge=1, le=4096, description="requests in flight at once")
+    max_qps: float | None = Field(None, gt=0, le=1e6, allow_inf_nan=False,
+                                   description="requests started per second, at most")
+    max_retries: int = Field(4, ge=0, le=20)
+    request_timeout_s: float = Field(120.0, gt=0, le=3600, allow_inf_nan=False,
+                                     description="seconds one attempt may take in all, reading the reply included")
 
 
 class ModelSpec(Strict):
@@ -60,7 +65,8 @@ class ModelSpec(Strict):
         description="hub id, local path, s3://bucket/prefix, or gguf-wheel:PACKAGE for a packaged GGUF",
     )
     engine: Literal["vllm", "openai"] = "vllm"
-    size_b: float | None = Field(None, gt=0, description="parameters in billions; null when unknown")
+    size_b: float | None = Field(None, gt=0, le=1e6, allow_inf_nan=False,
+                                 description="parameters in billions; null when unknown")
     training: Training
     family: str = Field(min_length=1)
     prompting: Literal["chat", "completion"]

@@ -43,11 +43,11 @@ class Study(Strict):
     description: str = ""
     models: list[ModelSpec] = Field(min_length=1)
     decoding: list[DecodingConfig] = Field(min_length=1)
-    samples: int = Field(ge=1, description="M: samples per prompt and decoding config")
+    samples: int = Field(ge=1, le=100_000, description="M: samples per prompt and decoding config")
     seed: int = Field(0, ge=0)
     prompts: PromptSelection = Field(default_factory=PromptSelection)
     output: str = Field("runs/{name}", description="output root: a local path or s3:// URI")
-    shard_rows: int = Field(256, ge=1, description="rows per Parquet shard (the unit of resume)")
+    shard_rows: int = Field(256, ge=1, le=100_000, description="rows per Parquet shard (the unit of resume)")
     construction: ConstructionSpec = Field(default_factory=ConstructionSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
 

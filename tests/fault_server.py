@@ -1,8 +1,11 @@
 """An OpenAI-compatible server on 127.0.0.1 that misbehaves on a schedule, for fault tests.
 
 Each prompt's text (or a rule for that exact prompt) picks its fate: ``fail:<mode>:<n>`` fails
-its first n attempts with that mode (429, 500, timeout, badjson, empty) and then answers;
-``fail:<mode>:always`` never answers well.
+its first n attempts with that mode (429, 500, timeout, badjson, empty, trickle: a byte a second,
+endless: a chunked body that never ends) and then answers; ``fail:<mode>:always`` never answers
+well. `replies` maps a prompt to the JSON reply it always gets (odd replies: content parts, a
+number, token counts of 1e30), until the server is `healthy`. A stalling reply stops after
+`stall_s` seconds, when the client leaves, or when the server closes, so no test thread hangs.
 The server counts attempts per prompt so tests can check that retries happened and were bounded,
 can answer slowly (`delay`, so a test can act while a run is under way) and records the
 Authorization headers it was sent (so a test can prove an API key was used, and used only here).
@@ -14,13 +17,18 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
 class FaultServer:
-    def __init__(self, timeout_sleep: float = 3.0, rules: dict[str, str] | None = None, delay: float = 0.0):
+    def __init__(self, timeout_sleep: float = 3.0, rules: dict[str, str] | None = None, delay: float = 0.0,
+                 replies: dict[str, Any] | None = None, stall_s: float = 60.0):
         self.rules = rules or {}  # exact prompt -> "mode:count" (the same as a `fail:` prefix)
+        self.replies = replies or {}  # exact prompt -> the JSON body of every reply to it
+        self.stall_s = stall_s
+        self.closing = threading.Event()
         self.attempts: Counter[str] = Counter()
         self.healthy = False  # when True every request succeeds (the operator fixed the endpoint)
         self.timeout_sleep = timeout_sleep
@@ -56,6 +64,7 @@ class FaultServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.closing.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -67,11 +76,18 @@ class FaultServer:
             failures = 10**9 if count == "always" else int(count)
         if attempt > failures:
             mode = "ok"
+        if prompt in self.replies and not self.healthy:
+            self._send_raw(handler, 200, json.dumps(self.replies[prompt]).encode())
+            return
         if mode == "timeout":
             time.sleep(self.timeout_sleep)
             mode = "ok"  # too late: the client has given up
         if mode in ("429", "500"):
             self._send(handler, int(mode), {"error": {"message": f"scheduled {mode}", "type": "fault"}})
+        elif mode == "trickle":
+            self._trickle(handler)
+        elif mode == "endless":
+            self._endless(handler)
         elif mode == "badjson":
             self._send_raw(handler, 200, b'{"id": "x", "choices": [{"message": {"content": "tru')
         elif mode == "empty":
@@ -90,6 +106,44 @@ class FaultServer:
                 payload = {"id": "x", "object": "text_completion", "created": 0, "model": body["model"],
                            "choices": [choice], "usage": usage}
             self._send(handler, 200, payload)
+
+    def _stalling(self) -> Iterator[None]:
+        """One step a second (or so) until `stall_s` passes or the server closes."""
+        deadline = time.monotonic() + self.stall_s
+        while time.monotonic() < deadline and not self.closing.is_set():
+            yield
+
+    def _trickle(self, handler: BaseHTTPRequestHandler) -> None:
+        """A whole reply's Content-Length, then its bytes one a second: every read succeeds in time."""
+        data = b'{"id": "x", "choices": []}' + b" " * 1000
+        try:
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            for i, _ in zip(range(len(data)), self._stalling(), strict=False):
+                handler.wfile.write(data[i:i + 1])
+                handler.wfile.flush()
+                self.closing.wait(1.0)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _endless(self, handler: BaseHTTPRequestHandler) -> None:
+        """A chunked body of whitespace that never ends (HTTP/1.1 framing, no Content-Length)."""
+        try:
+            handler.protocol_version = "HTTP/1.1"
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Transfer-Encoding", "chunked")
+            handler.send_header("Connection", "close")
+            handler.end_headers()
+            handler.wfile.write(b'1\r\n{\r\n')
+            for _ in self._stalling():
+                handler.wfile.write(b"1\r\n \r\n")
+                handler.wfile.flush()
+                self.closing.wait(0.2)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
     @staticmethod
     def _send(handler: BaseHTTPRequestHandler, status: int, payload: dict) -> None:

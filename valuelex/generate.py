@@ -1,17 +1,20 @@
 """The generation stage shared by elicitation and sentence completion: grid -> engine -> store.
 
-For each model: build its request rows, drop the ones the store already holds, stream the rest
-through the model's engine and publish whole shards as results arrive. A rerun therefore only
+For each model: walk its request rows lazily, drop the ones the store already holds, stream the
+rest through the model's engine and publish whole shards as results arrive. A rerun therefore only
 generates what is missing; raising M only adds the new samples.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -122,23 +125,37 @@ def run_model(
     study: Study, stage: Stage, model: ModelSpec, store: RunStore, done: set[str], *,
     samples: int | None = None, use_gpu: bool | None = None,
 ) -> dict[str, float]:
-    """Generate one model's missing rows; returns its counts (rows, skipped, generated, failed, tokens)."""
-    rows = [r for r in grid.requests(study, stage, model, samples=samples) if r["row_id"] not in done]
+    """Generate one model's missing rows; returns its counts (rows, skipped, generated, failed, tokens).
+
+    The grid is walked lazily and handed to the engine as a stream: a study of any M never holds
+    its request rows in memory, and the rows, their ids and seeds are those of `grid.requests`.
+    """
     total = grid.count(study, stage, model, samples=samples)
-    counts = {"rows": total, "skipped": total - len(rows), "generated": len(rows), "failed": 0, "tokens": 0,
-              "seconds": 0.0}
-    if not rows:
+    counts = {"rows": total, "skipped": 0, "generated": 0, "failed": 0, "tokens": 0, "seconds": 0.0}
+
+    def missing() -> Iterator[dict[str, Any]]:
+        for row in grid.requests(study, stage, model, samples=samples):
+            if row["row_id"] in done:
+                counts["skipped"] += 1
+            else:
+                yield row
+
+    rows = missing()
+    first = next(rows, None)
+    if first is None:
         log.info("%s/%s: all %d rows already stored", stage, model.name, total)
         return counts
     table = store.generation(stage)
-    progress = Progress(f"{stage} {model.name}", total, total - len(rows))
+    progress = Progress(f"{stage} {model.name}", total, counts["skipped"])
     started = time.monotonic()
-    for batch in build_engine(model, use_gpu=use_gpu).generate(rows, batch_rows=study.shard_rows):
+    engine = build_engine(model, use_gpu=use_gpu)
+    for batch in engine.generate(itertools.chain([first], rows), batch_rows=study.shard_rows):
         shard = conform(batch)
         table.write(shard)
+        counts["generated"] += shard.num_rows
         counts["tokens"] += int(pc.sum(shard["n_completion_tokens"]).as_py() or 0)
         counts["failed"] += shard.num_rows - int(pc.sum(pc.is_null(shard["error"])).as_py())
-        progress.advance(shard.num_rows)
+        progress.advance(counts["skipped"] + counts["generated"] - progress.done)
     progress.close()
     counts["seconds"] = round(time.monotonic() - started, 2)
     return counts

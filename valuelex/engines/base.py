@@ -13,6 +13,7 @@ engines, so a caller cannot get them wrong.
 from __future__ import annotations
 
 import importlib
+import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
@@ -34,6 +35,7 @@ RESULT_FIELDS = (
 )
 RESULT_COLUMNS = tuple(f.name for f in RESULT_FIELDS)
 PROMPTINGS = ("chat", "completion")
+CHUNK_ROWS = 50_000  # request rows an engine holds at once (a few hundred MB at most)
 
 
 def request_row(
@@ -91,19 +93,27 @@ class RayDataEngine:
     def generate(self, requests: Iterable[dict[str, Any]], *, batch_rows: int) -> Iterator[pa.Table]:
         """Result batches of `batch_rows` rows (the last one smaller), each as soon as it exists.
 
-        No requests start no engine. Ray is started here when nothing has started it.
+        `requests` is read lazily, one chunk of about `CHUNK_ROWS` rows (whole batches) at a time,
+        so a grid of any size never sits in memory; each chunk is one pipeline (for vLLM, one engine
+        start per chunk). No requests start no engine. Ray is started here when nothing has started it.
         """
-        rows = list(requests)
-        if not rows:
-            return
-        from valuelex.runtime import ensure_ray
+        for rows in chunks(requests, batch_rows * max(1, CHUNK_ROWS // batch_rows)):
+            from valuelex.runtime import ensure_ray
 
-        ensure_ray()
-        yield from result_batches(self._pipeline(request_dataset(rows, self.model.options.batch_size)), batch_rows)
+            ensure_ray()
+            dataset = request_dataset(rows, self.model.options.batch_size)
+            yield from result_batches(self._pipeline(dataset), batch_rows)
 
     def _pipeline(self, requests: ray.data.Dataset) -> ray.data.Dataset:
         """The engine's Ray Data stages: request rows in, the same rows with `RESULT_COLUMNS` out."""
         raise NotImplementedError
+
+
+def chunks(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    """Lists of `size` rows (the last one smaller, none empty), each read only when asked for."""
+    iterator = iter(rows)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
 
 
 def request_dataset(rows: list[dict[str, Any]], rows_per_block: int) -> ray.data.Dataset:

@@ -2,9 +2,13 @@
 
 Requests run inside a Ray Data actor with the async `openai` client: at most `max_concurrency`
 in flight, at most `max_qps` started per second, and bounded retries with exponential backoff and
-jitter on rate limits, server errors, timeouts and unparseable replies. A row that still fails is
-returned with its error, never dropped, so the next run retries it. The API key is read from the
-environment variable the spec names; it is never stored.
+jitter on rate limits, server errors, timeouts and unparseable replies. Each attempt has a deadline
+(`request_timeout_s` for the whole exchange: httpx's timeout is per read, so a server that trickles
+a byte a second would hold a request forever), so a row ends within
+(max_retries + 1) x (request_timeout_s + the backoff cap). Every reply is type-checked
+(`valuelex.engines.replies`). A row that still fails is returned with its error, never dropped, so
+the next run retries it. The API key is read from the environment variable the spec names; it is
+never stored.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from valuelex.engines.base import RESULT_COLUMNS, RayDataEngine
+from valuelex.engines.replies import parse_reply
 from valuelex.errors import EngineError
 
 if TYPE_CHECKING:
@@ -71,6 +76,10 @@ class RateLimiter:
             await asyncio.sleep(delay)
 
 
+class ReplyError(ValueError):
+    """A reply that is not a usable answer (retried like an unparseable one)."""
+
+
 def backoff_seconds(attempt: int, base: float = 0.5, cap: float = 20.0) -> float:
     """Full-jitter exponential backoff (AWS architecture blog): uniform in [0, min(cap, base*2^n)]."""
     return random.uniform(0, min(cap, base * 2**attempt))
@@ -81,8 +90,15 @@ def is_retryable(exc: Exception) -> bool:
 
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code in RETRYABLE_STATUS
-    # connection drops, timeouts, and replies that are not the JSON the API promises
-    return isinstance(exc, openai.APIConnectionError | openai.APIResponseValidationError | ValueError)
+    # connection drops, timeouts, deadlines, and replies that are not the JSON the API promises
+    return isinstance(exc, openai.APIConnectionError | openai.APIResponseValidationError | ValueError | TimeoutError)
+
+
+def error_text(exc: Exception, deadline_s: float) -> str:
+    """The stored error of a failed attempt; a deadline says so (asyncio's TimeoutError has no text)."""
+    if isinstance(exc, TimeoutError):
+        return f"deadline: no whole reply within request_timeout_s={deadline_s:g} s"
+    return f"{type(exc).__name__}: {exc}"[:500]
 
 
 class OpenAIBatchCaller:
@@ -124,9 +140,9 @@ class OpenAIBatchCaller:
             async with gate:
                 await limiter.wait()
                 try:
-                    return await self._call(client, row)
+                    return await asyncio.wait_for(self._call(client, row), timeout=opts.request_timeout_s)
                 except Exception as exc:
-                    last_error = f"{type(exc).__name__}: {exc}"[:500]
+                    last_error = error_text(exc, opts.request_timeout_s)
                     if not is_retryable(exc) or attempt == opts.max_retries:
                         break
             await asyncio.sleep(backoff_seconds(attempt))
@@ -145,25 +161,22 @@ class OpenAIBatchCaller:
                     "type": "json_schema",
                     "json_schema": {"name": "answer", "schema": json.loads(schema), "strict": True},
                 }
-            reply = await client.chat.completions.create(
+            raw = await client.chat.completions.with_raw_response.create(
                 messages=[{"role": "user", "content": row["prompt"]}], **common
             )
-            choice = reply.choices[0]
-            text = choice.message.content
         else:
             if schema:  # vLLM's server accepts structured outputs on completions as an extra field
                 common["extra_body"] = {"structured_outputs": {"json": json.loads(schema)}}
-            reply = await client.completions.create(prompt=row["prompt"], **common)
-            choice = reply.choices[0]
-            text = choice.text
-        if text is None:
-            raise ValueError("reply has no text")
-        usage = reply.usage
+            raw = await client.completions.with_raw_response.create(prompt=row["prompt"], **common)
+        # the raw JSON, not the client's objects: those are built without validation and pass odd values on
+        reply = parse_reply(json.loads(raw.http_response.content), row["prompting"])
+        if reply.reason is not None:
+            raise ReplyError(reply.reason)
         return {
-            "response": text,
-            "n_prompt_tokens": int(usage.prompt_tokens) if usage else 0,
-            "n_completion_tokens": int(usage.completion_tokens) if usage else 0,
-            "finish_reason": choice.finish_reason,
+            "response": reply.text,
+            "n_prompt_tokens": reply.n_prompt_tokens,
+            "n_completion_tokens": reply.n_completion_tokens,
+            "finish_reason": reply.finish_reason,
             "error": None,
             "engine": self.name,
         }

@@ -14,13 +14,13 @@ import pytest
 
 from tests.fault_server import FaultServer
 from tests.helpers import elicit, write_study
-from valuelex import grid
+from valuelex import generate, grid
 from valuelex.engines import base
 from valuelex.engines.base import build_engine, chunks
 from valuelex.engines.replies import Reply, parse_reply
 from valuelex.instruments import elicitation_prompts
 from valuelex.spec import ModelSpec, load_study
-from valuelex.store import OutputRoot
+from valuelex.store import OutputRoot, RunStore
 
 PROMPTS = {p.id: p.chat_text for p in elicitation_prompts()}
 
@@ -120,6 +120,33 @@ def test_the_engine_reads_requests_a_chunk_at_a_time(ray_local: None, monkeypatc
     assert seen_when[0] == 4  # the first batch came back with only the first chunk read
     assert sorted(r["row_id"] for r in out) == sorted(f"r{i}" for i in range(10))
     assert all(r["error"] is None for r in out)
+
+
+class FirstBatchEngine:
+    """Answers the first `batch_rows` requests it is handed and stops: what a run would see first."""
+
+    name = "first-batch"
+
+    def generate(self, requests: Iterator[dict], *, batch_rows: int) -> Iterator[pa.Table]:
+        rows = [next(requests) for _ in range(batch_rows)]
+        yield pa.Table.from_pylist([{**r, "response": "x", "n_prompt_tokens": 1, "n_completion_tokens": 1,
+                                     "finish_reason": "stop", "error": None, "engine": self.name} for r in rows])
+
+
+def test_a_stage_of_the_largest_m_starts_at_once_without_building_its_grid(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """6M request rows per model: the first shard is stored in seconds (a list of them would take minutes)."""
+    study = load_study(write_study(tmp_path, samples=100_000, prompts={"elicitation": "all", "stems": "all"}))
+    monkeypatch.setattr(generate, "build_engine", lambda model, use_gpu: FirstBatchEngine())
+    first = next(grid.requests(study, "elicitation", study.models[0]))
+    started = time.monotonic()
+    counts = generate.run_model(study, "elicitation", study.models[0], RunStore(str(tmp_path / "out")),
+                                done={first["row_id"]})
+    assert time.monotonic() - started < 5
+    assert counts["rows"] == 15 * 2 * 100_000 and counts["generated"] == study.shard_rows == 4
+    assert counts["skipped"] == 1  # the done row was skipped, and the grid read no further than needed
+    stored = OutputRoot(str(tmp_path / "out")).table("elicitation").read().to_pylist()
+    assert [r["sample"] for r in stored] == [1, 2, 3, 4]
 
 
 def test_a_chunked_stage_stores_exactly_the_grid(ray_local: None, tmp_path: Path,

@@ -263,3 +263,11 @@ def test_labels_with_an_empty_dimension_cell(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["judge-check", str(labels)])
     assert result.exit_code == 2, result.output
     assert f"{labels}: column dimension: 1 rows have no dimension" in result.output
+
+
+def test_an_unknown_system_option_fails_before_anything_is_written(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["evaluate", str(_study(tmp_path)), "--system", "valuelx", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "valuelx: unknown value system" in result.output
+    assert not out.exists()

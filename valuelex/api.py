@@ -69,8 +69,9 @@ def run_study(
 
     `stages`: names or `Stage` objects. When construction runs before evaluation, the taxonomy
     it builds is evaluated too. `systems` overrides ``evaluation.systems``. Everything that can
-    be checked before writing is checked first: the placement of every engine (respondents,
-    judge, namer), with GPUs demanded by `require_gpu` (or ``VALUELEX_REQUIRE_GPU=1``).
+    be checked before writing is checked first: the value systems, the API key variables and model
+    packages, the placement of every engine (respondents, judge, namer), with GPUs demanded by
+    `require_gpu` (or ``VALUELEX_REQUIRE_GPU=1``).
     """
     spec = study if isinstance(study, Study) else load_study(study)
     names = [s if isinstance(s, str) else s.name for s in stages]

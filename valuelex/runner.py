@@ -75,6 +75,7 @@ def prepare(study: Study, store: RunStore, stages: Sequence[Stage], *, require_g
     from valuelex.placement import require_gpu_from_env
 
     require_gpu = require_gpu or require_gpu_from_env()
+    check_stage_systems(stages)
     use_gpu = waves = None
     if any(stage.uses_engines(study) for stage in stages):
         from valuelex.placement import check_placement, cluster_nodes, models_to_place, schedule
@@ -87,6 +88,17 @@ def prepare(study: Study, store: RunStore, stages: Sequence[Stage], *, require_g
         waves = tuple(tuple(wave) for wave in schedule(study, nodes, require_gpu=require_gpu))
     store.write_study(study)
     return RunContext(study=study, store=store, require_gpu=require_gpu, use_gpu=use_gpu, waves=waves)
+
+
+def check_stage_systems(stages: Sequence[Stage]) -> None:
+    """Load the value systems a stage was given by name or path (``--system``), so a typo fails now,
+    not after completions are generated (the study's own systems are loaded by `load_study`)."""
+    from valuelex.evaluate.systems import load_value_system
+
+    for stage in stages:
+        for system in getattr(stage, "systems", None) or ():
+            if isinstance(system, str):
+                load_value_system(system)
 
 
 def check_engine_inputs(study: Study, models: Sequence[ModelSpec]) -> None:

@@ -103,6 +103,10 @@ CASES: dict[str, tuple[Any, str]] = {
         lambda t: _study(t, evaluation={"systems": [_system_file(
             t, "sys.yaml", yaml.safe_dump(CUSTOM_SYSTEM) + "name: again\n")]}),
         "duplicate key 'name'"),
+    "5000-digit integer in json system": (
+        lambda t: _study(t, evaluation={"systems": [_system_file(t, "taxonomy.json",
+                                                                 '{"format_version": ' + "7" * 5000 + "}")]}),
+        "not valid JSON"),
     "deeply nested json system": (
         lambda t: _study(t, evaluation={"systems": [_system_file(t, "taxonomy.json", "[" * 5000 + "]" * 5000)]}),
         "not valid JSON: nested too deeply"),

@@ -69,8 +69,9 @@ def run_study(
 
     `stages`: names or `Stage` objects. When construction runs before evaluation, the taxonomy
     it builds is evaluated too. `systems` overrides ``evaluation.systems``. Everything that can
-    be checked before writing is checked first: the placement of every engine (respondents,
-    judge, namer), with GPUs demanded by `require_gpu` (or ``VALUELEX_REQUIRE_GPU=1``).
+    be checked before writing is checked first: the value systems, the API key variables and model
+    packages, the placement of every engine (respondents, judge, namer), with GPUs demanded by
+    `require_gpu` (or ``VALUELEX_REQUIRE_GPU=1``).
     """
     spec = study if isinstance(study, Study) else load_study(study)
     names = [s if isinstance(s, str) else s.name for s in stages]
@@ -92,12 +93,16 @@ def open_run(uri: str) -> RunStore:
 
 
 def report(run_uri: str, out: str | None = None, *, embed: str = "svg", cases: int = 2) -> dict[str, Any]:
-    """Build a run's report (the report stage on a run read back); recorded when the run exists."""
-    from valuelex.report.stage import ReportStage
+    """Build a run's report (the report stage on a run read back) and record it in the run.
 
+    A run root that does not exist is refused before anything is written (a typo in RUN must not
+    leave an empty report behind); one that exists but holds little still gets a report with notices.
+    """
+    from valuelex.report.stage import ReportStage, check_embed
+
+    check_embed(embed)
     store = RunStore(run_uri)
-    report_stage = ReportStage(out=out, embed=embed, cases=cases)
-    ctx = RunContext(study=store.study(), store=store)
     if not store.exists():
-        return report_stage.run(ctx).summary
-    return run_stages(ctx, [report_stage])["report"].summary
+        raise StudyError(f"{run_uri}: no such run")
+    ctx = RunContext(study=store.study(), store=store)
+    return run_stages(ctx, [ReportStage(out=out, embed=embed, cases=cases)])["report"].summary

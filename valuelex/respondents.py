@@ -9,22 +9,36 @@ from __future__ import annotations
 
 from enum import StrEnum
 from typing import Annotated, Any, Literal
+from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
 
 class Strict(BaseModel):
-    """Base for spec models: unknown keys are errors, values are immutable once loaded."""
+    """Base for spec models: unknown keys are errors, values are immutable once loaded, and nothing is
+    coerced (``samples: "3"`` or ``temperature: true`` is a typo to report, not a value to guess; an int
+    is still a float, and enums and literals take their string values)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Training(StrEnum):
     pretrained = "pretrained"
     instruction_tuned = "instruction-tuned"
     aligned = "aligned"
+
+
+TrainingName = Annotated[Training, Field(strict=False)]
+"""A `Training` given by its value (``aligned``), as YAML and study.json write it."""
+
+
+def not_blank(value: str) -> str:
+    """A name the user must write: whitespace alone is refused (min_length lets it through)."""
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
 
 
 class EngineOptions(Strict):
@@ -55,6 +69,15 @@ class EngineOptions(Strict):
     request_timeout_s: float = Field(120.0, gt=0, le=3600, allow_inf_nan=False,
                                      description="seconds one attempt may take in all, reading the reply included")
 
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parsed = urlparse(value)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise ValueError(f"must be an http:// or https:// URL (got {value!r})")
+        return value
+
 
 class ModelSpec(Strict):
     """One LLM. With each decoding config it makes one respondent."""
@@ -67,10 +90,12 @@ class ModelSpec(Strict):
     engine: Literal["vllm", "openai"] = "vllm"
     size_b: float | None = Field(None, gt=0, le=1e6, allow_inf_nan=False,
                                  description="parameters in billions; null when unknown")
-    training: Training
+    training: TrainingName
     family: str = Field(min_length=1)
     prompting: Literal["chat", "completion"]
     options: EngineOptions = Field(default_factory=EngineOptions)
+
+    _not_blank = field_validator("source", "family")(not_blank)
 
     @model_validator(mode="after")
     def _openai_needs_url(self) -> ModelSpec:

@@ -75,17 +75,56 @@ def prepare(study: Study, store: RunStore, stages: Sequence[Stage], *, require_g
     from valuelex.placement import require_gpu_from_env
 
     require_gpu = require_gpu or require_gpu_from_env()
+    check_stage_systems(stages)
     use_gpu = waves = None
     if any(stage.uses_engines(study) for stage in stages):
-        from valuelex.placement import check_placement, cluster_nodes, schedule
+        from valuelex.placement import check_placement, cluster_nodes, models_to_place, schedule
         from valuelex.runtime import ensure_ray
 
+        check_engine_inputs(study, models_to_place(study))
         ensure_ray()
         nodes = cluster_nodes()
         use_gpu = check_placement(study, nodes, require_gpu=require_gpu).use_gpu
         waves = tuple(tuple(wave) for wave in schedule(study, nodes, require_gpu=require_gpu))
     store.write_study(study)
     return RunContext(study=study, store=store, require_gpu=require_gpu, use_gpu=use_gpu, waves=waves)
+
+
+def check_stage_systems(stages: Sequence[Stage]) -> None:
+    """Load the value systems a stage was given by name or path (``--system``), so a typo fails now,
+    not after completions are generated (the study's own systems are loaded by `load_study`)."""
+    from valuelex.evaluate.systems import load_value_system
+
+    for stage in stages:
+        for system in getattr(stage, "systems", None) or ():
+            if isinstance(system, str):
+                load_value_system(system)
+
+
+def check_engine_inputs(study: Study, models: Sequence[ModelSpec]) -> None:
+    """What an engine would find missing only once started: an unset API key variable, a model package
+    that is not installed. One `EngineError` lists every such model, before anything is written."""
+    import importlib.util
+    import os
+
+    from valuelex.errors import EngineError
+    from valuelex.sources import GGUF_PREFIX
+
+    problems = []
+    for model in models:
+        key_env = model.options.api_key_env
+        if model.engine == "openai" and key_env and key_env not in os.environ:
+            problems.append(f"model {model.name}: environment variable {key_env} (options.api_key_env) is not set")
+        if model.engine == "vllm" and model.source.startswith(GGUF_PREFIX):
+            package = model.source.removeprefix(GGUF_PREFIX)
+            try:
+                found = importlib.util.find_spec(package) is not None  # locate only: no import
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                problems.append(f"model {model.name}: source {model.source}: package {package!r} is not installed")
+    if problems:
+        raise EngineError(f"study {study.name}: cannot start {len(problems)} model(s):\n" + "\n".join(problems))
 
 
 def run_stages(ctx: RunContext, stages: Sequence[Stage]) -> dict[str, StageResult]:

@@ -12,13 +12,15 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from valuelex.construct.config import ConstructionSpec
 from valuelex.errors import StudyError, invalid_fields
 from valuelex.evaluate.config import EvaluationSpec
+from valuelex.inputs import parse_yaml, read_text
 from valuelex.respondents import NAME_PATTERN, DecodingConfig, ModelSpec, Strict
+
+SEED_LIMIT = 2**63  # row seeds mix 8 bytes of the study seed (`grid.row_identity`)
 
 
 class PromptSelection(Strict):
@@ -50,6 +52,39 @@ class Study(Strict):
     shard_rows: int = Field(256, ge=1, le=100_000, description="rows per Parquet shard (the unit of resume)")
     construction: ConstructionSpec = Field(default_factory=ConstructionSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_not_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # True == 1 would pass Literal[1]
+            raise ValueError("Input should be 1")
+        return value
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_fits(cls, value: int) -> int:
+        if value >= SEED_LIMIT:
+            raise ValueError("must be below 2**63 (row seeds are derived from its 8 bytes)")
+        return value
+
+    @field_validator("output")
+    @classmethod
+    def _output_given(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty (a local path or s3:// URI; '.' for the current folder)")
+        return value
+
+    @model_validator(mode="after")
+    def _output_template(self) -> Study:
+        """The template is filled at load, so a bad `{...}` fails validate, not a started run."""
+        try:
+            filled = self.output.format(name=self.name)
+        except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
+            raise ValueError(f"output: bad template {self.output!r} ({exc or type(exc).__name__}): "
+                             "the only placeholder is {name}; write {{ and }} for braces") from None
+        if not filled.strip():
+            raise ValueError(f"output: {self.output!r} names no folder")
+        return self
 
     @model_validator(mode="after")
     def _consistent_names(self) -> Study:
@@ -88,19 +123,32 @@ def fingerprint_of(document: dict[str, Any]) -> str:
 
 
 def load_study(path: str | Path) -> Study:
-    """Read and validate a study file; every problem is reported as `file: field: message`."""
+    """Read and validate a study file; every problem is reported as `file: field: message`.
+
+    Checks that need no cluster are all made here, so `valuelex validate` catches them: the value
+    systems of ``evaluation.systems`` are loaded (a typo like ``valuelx`` fails now, not after
+    elicitation). Engine checks (API keys, model packages, placement) are `runner.prepare`'s.
+    """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise StudyError(f"{path}: cannot read study file: {exc.strerror or exc}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise StudyError(f"{path}: not valid YAML: {exc}") from None
+    raw = parse_yaml(read_text(path, "study file"), path)
     if not isinstance(raw, dict):
         raise StudyError(f"{path}: (top level): expected a mapping of study fields")
     try:
-        return Study.model_validate(raw)
+        study = Study.model_validate(raw)
     except ValidationError as exc:
         raise invalid_fields(str(path), exc) from None
+    except RecursionError:
+        raise StudyError(f"{path}: (top level): nested too deeply") from None
+    check_systems(study, str(path))
+    return study
+
+
+def check_systems(study: Study, source: str) -> None:
+    """Load every value system the study names; a missing or broken one as `source: evaluation.systems[i]: ...`."""
+    from valuelex.evaluate.systems import load_value_system
+
+    for index, system in enumerate(study.evaluation.systems):
+        try:
+            load_value_system(system)
+        except StudyError as exc:
+            raise StudyError(f"{source}: evaluation.systems[{index}]: {exc}") from None

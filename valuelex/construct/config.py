@@ -18,7 +18,7 @@ FilterColumn = Literal["model", "config", "training", "family"]
 class ConstructionSpec(BaseModel):
     """How answers become the value taxonomy (paper section 3.2, Algorithm 1)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # like `respondents.Strict`
 
     label: str | None = Field(
         None,

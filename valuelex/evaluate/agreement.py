@@ -17,8 +17,8 @@ column         required  meaning
 ``judge_b``    no        a second judge's score: adds judge~judge_b and human~judge_b agreement
 =============  ========  ====================================================================
 
-Rows with an empty score are skipped and counted (``skipped``); any other value outside 0..6 is an
-error naming the file and column.
+Rows with an empty score are skipped and counted (``skipped``); any other value outside 0..6, and an
+empty dimension, is an error naming the file and column.
 """
 
 from __future__ import annotations
@@ -88,6 +88,10 @@ def read_labels(path: str | Path) -> pd.DataFrame:
             first = frame.loc[bad, column].iloc[0]
             raise StudyError(f"{path}: column {column}: {int(bad.sum())} values are not integers 0..6 (e.g. {first!r})")
         frame[column] = numeric.astype("Int64")
+    blank = frame["dimension"].isna() | (frame["dimension"].astype(str).str.strip() == "")
+    if blank.any():  # which dimension a label scores cannot be guessed
+        raise StudyError(f"{path}: column dimension: {int(blank.sum())} rows have no dimension "
+                         f"(first: row {int(blank.to_numpy().argmax()) + 1} of the data)")
     frame["dimension"] = frame["dimension"].astype(str).map(dimension_key)
     return frame
 

@@ -19,20 +19,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from valuelex.errors import StudyError
-from valuelex.respondents import ModelReference, ModelSpec
+from valuelex.respondents import ModelReference, ModelSpec, Strict
 
 if TYPE_CHECKING:
     from valuelex.spec import Study
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class AdaptiveSpec(_Strict):
+class AdaptiveSpec(Strict):
     """Adaptive M: sample in rounds until every CI is narrow enough (or M reaches max_samples)."""
 
     enabled: bool = False
@@ -48,7 +44,7 @@ class AdaptiveSpec(_Strict):
         return self
 
 
-class EvaluationSpec(_Strict):
+class EvaluationSpec(Strict):
     """How completions are judged and scored (paper section 3.3, Eq. 4)."""
 
     judge: Literal["embedding", "llm"] = Field(

@@ -41,10 +41,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from valuelex.errors import StudyError
+from valuelex.inputs import parse_json, parse_yaml, read_text
 from valuelex.store import layout
 
 PACKAGED = ("valuelex", "schwartz", "mft")
@@ -137,27 +137,21 @@ def load_value_system(name_or_path: str | Path) -> ValueSystem:
         raise StudyError(
             f"{text}: unknown value system: not a packaged one ({', '.join(PACKAGED)}) and no such file"
         )
-    try:
-        raw_text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise StudyError(f"{path}: cannot read value system: {exc.strerror or exc}") from None
+    raw_text = read_text(path, "value system")
     if path.suffix == ".json":
-        try:
-            raw = json.loads(raw_text)
-        except json.JSONDecodeError as exc:
-            raise StudyError(f"{path}: not valid JSON: {exc}") from None
-        return system_from_taxonomy(raw, str(path))
-    try:
-        raw = yaml.safe_load(raw_text)
-    except yaml.YAMLError as exc:
-        raise StudyError(f"{path}: not valid YAML: {exc}") from None
-    return _from_yaml(raw, str(path), source=str(path))
+        system = system_from_taxonomy(parse_json(raw_text, path), str(path))
+    else:
+        system = _from_yaml(parse_yaml(raw_text, path), str(path), source=str(path))
+    if system.name in PACKAGED:  # the name keys judgments and scores: it would mix with the packaged one's
+        raise _fail(str(path), "name", f"{system.name!r} is the name of a packaged value system "
+                                       f"({', '.join(PACKAGED)}): choose another")
+    return system
 
 
 @cache
 def _packaged(name: str) -> ValueSystem:
     resource = resources.files("valuelex.data").joinpath("value_systems", f"{name}.yaml")
-    raw = yaml.safe_load(resource.read_text(encoding="utf-8"))
+    raw = parse_yaml(resource.read_text(encoding="utf-8"), f"valuelex/data/value_systems/{name}.yaml")
     return _from_yaml(raw, f"valuelex/data/value_systems/{name}.yaml", source="package")
 
 

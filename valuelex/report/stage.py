@@ -3,7 +3,9 @@
     build_report("runs/local", "runs/local/report")   # or an s3:// run root
 
 Writes ``<out_dir>/index.html`` (figures embedded as data: URIs, CSS inline, no script, opens from
-disk with no network) and ``<out_dir>/figures/<id>.svg|png``. Sections, in reading order:
+disk with no network), ``<out_dir>/figures/<id>.svg|png`` and ``<out_dir>/.valuelex-report.json``,
+the list of files it wrote: a later report removes only stale figures listed there, never a file it
+did not write. Sections, in reading order:
 
 - Value construction (§4.1): scree plot + parallel analysis (``fig-scree``), keyword clusters
   (``fig-clusters``, Fig. 2a/c), value system diagram (``fig-system``, Fig. 2b/d), subdimension
@@ -25,15 +27,16 @@ A missing stage never fails the report: its section carries a visible notice (``
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from valuelex._version import __version__
-from valuelex.errors import StoreError
+from valuelex.errors import StoreError, StudyError
 from valuelex.report.figures import FigureWriter, Notice, Section
 from valuelex.report.load import RunData, load_run
 from valuelex.runner import RunContext, StageResult
@@ -81,12 +84,40 @@ def _title(data: RunData) -> str:
     return data.uri.rstrip("/").rsplit("/", 1)[-1] or data.uri
 
 
-def _clean_figures(writer: FigureWriter) -> None:
-    """Remove figure files a previous report left that this one did not write."""
-    keep = {Path(f).name for files in writer.written.values() for f in files}
-    for path in writer.dir.iterdir():
-        if path.suffix in (".svg", ".png") and path.name not in keep:
-            path.unlink()
+MANIFEST = ".valuelex-report.json"
+"""In the report folder: the files the last report wrote, so the next one removes only its own leftovers."""
+EMBEDS = ("svg", "png")
+
+
+def check_embed(embed: str) -> None:
+    """Refuse an unknown ``--embed`` before anything is written."""
+    if embed not in EMBEDS:
+        raise StudyError(f"--embed: must be svg or png (got {embed!r})")
+
+
+def _previous_files(out: Path) -> list[str]:
+    """The figure files an earlier report listed in its manifest (none when it has no readable one)."""
+    try:
+        files = json.loads((out / MANIFEST).read_text(encoding="utf-8")).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [f for f in files if isinstance(f, str)]
+
+
+def _clean_figures(writer: FigureWriter, out: Path) -> None:
+    """Remove figure files an earlier report wrote that this one did not; never a file of the user's."""
+    keep = {f for files in writer.written.values() for f in files}
+    for relpath in _previous_files(out):
+        parts = PurePosixPath(relpath).parts
+        if len(parts) != 2 or parts[0] != "figures" or Path(relpath).suffix not in (".svg", ".png"):
+            continue  # a manifest edited by hand must not reach outside figures/
+        if relpath not in keep:
+            (out / relpath).unlink(missing_ok=True)
+
+
+def _write_manifest(writer: FigureWriter, out: Path) -> None:
+    files = sorted(f for files in writer.written.values() for f in files)
+    (out / MANIFEST).write_text(json.dumps({"files": ["index.html", *files]}, indent=2) + "\n", encoding="utf-8")
 
 
 def default_out(run_uri: str) -> str:
@@ -127,6 +158,7 @@ def build_report(run_uri: str, out_dir: str, *, embed: str = "svg", cases_per_mo
     Returns ``{"index", "figures" (id -> files), "sections" (id -> ok|partial|missing|error),
     "notices" (the missing / failed parts), "problems" (unreadable inputs), "seconds"}``.
     """
+    check_embed(embed)
     started = time.monotonic()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -141,7 +173,7 @@ def build_report(run_uri: str, out_dir: str, *, embed: str = "svg", cases_per_mo
             log.exception("report: section %s failed", sid)
             sections.append(Section(id=sid, title=section_title, status="error", items=[Notice(
                 f"This section could not be built: {type(exc).__name__}: {exc}", "error", id=f"notice-{sid}-error")]))
-    _clean_figures(writer)
+    _clean_figures(writer, out)
     overview_items = [Notice(p, "error", id=f"notice-problem-{i}") for i, p in enumerate(data.problems)]
     overview = [{"id": s.id, "title": s.title, "status": s.status, "text": _card_text(s)} for s in sections]
     seconds = round(time.monotonic() - started, 2)
@@ -154,6 +186,7 @@ def build_report(run_uri: str, out_dir: str, *, embed: str = "svg", cases_per_mo
     )
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
+    _write_manifest(writer, out)
     notices = [{"section": s.id, "id": n.id, "level": n.level, "text": n.text}
                for s in sections for n in s.notices() if n.level in ("missing", "error")]
     summary = {

@@ -168,7 +168,10 @@ class ShardTable:
             tables = [pq.read_table(p, filesystem=self.root.fs, columns=columns) for p in paths]
         except (OSError, pa.ArrowException) as exc:
             raise StoreError(f"{self.root.uri}/{self.name}: cannot read shards: {exc}") from exc
-        return pa.concat_tables(tables, promote_options="permissive")
+        try:
+            return pa.concat_tables(tables, promote_options="permissive")
+        except pa.ArrowException as exc:  # a shard of another schema (another version, a foreign file)
+            raise StoreError(f"{self.root.uri}/{self.name}: shards do not share one schema: {exc}") from exc
 
     def read(self, columns: list[str] | None = None) -> pa.Table | None:
         """One row per row_id: the successful attempt if any, else the latest failed one."""

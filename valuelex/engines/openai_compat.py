@@ -4,7 +4,8 @@ Requests run inside a Ray Data actor with the async `openai` client: at most `ma
 in flight, at most `max_qps` started per second, and bounded retries with exponential backoff and
 jitter on rate limits, server errors, timeouts and unparseable replies. A row that still fails is
 returned with its error, never dropped, so the next run retries it. The API key is read from the
-environment variable the spec names; it is never stored.
+environment variable the spec names; it is never stored: an error that echoes it (or any other
+secret of the worker's environment) is redacted here, before the row leaves the worker.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pandas as pd
 
 from valuelex.engines.base import RESULT_COLUMNS, RayDataEngine
 from valuelex.errors import EngineError
+from valuelex.redact import Redactor
 
 if TYPE_CHECKING:
     import ray.data
@@ -94,6 +96,7 @@ class OpenAIBatchCaller:
         from valuelex.spec import ModelSpec
 
         self.model = ModelSpec.model_validate(model)
+        self.redact = Redactor.from_spec(self.model)  # this node's environment: the key the requests send
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         results = asyncio.run(self._run(batch.to_dict("records")))
@@ -126,7 +129,7 @@ class OpenAIBatchCaller:
                 try:
                     return await self._call(client, row)
                 except Exception as exc:
-                    last_error = f"{type(exc).__name__}: {exc}"[:500]
+                    last_error = (self.redact(f"{type(exc).__name__}: {exc}") or "")[:500]
                     if not is_retryable(exc) or attempt == opts.max_retries:
                         break
             await asyncio.sleep(backoff_seconds(attempt))

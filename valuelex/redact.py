@@ -18,9 +18,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 REDACTED = "[redacted]"
 AWS_SECRETS = ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN")
@@ -78,6 +79,7 @@ class Redactor:
 
     def table(self, table: pa.Table, columns: Iterable[str] = ERROR_COLUMNS) -> pa.Table:
         """The table with its error columns redacted (other columns are model output: kept as they are)."""
+        import pyarrow as pa  # here: the CLI imports this module, and needs no Arrow to print an error
         for name in columns:
             if name not in table.column_names or not pa.types.is_string(table.schema.field(name).type):
                 continue

@@ -3,9 +3,12 @@
 Each prompt's text (or a rule for that exact prompt) picks its fate: ``fail:<mode>:<n>`` fails
 its first n attempts with that mode (429, 500, timeout, badjson, empty, trickle: a byte a second,
 endless: a chunked body that never ends) and then answers; ``fail:<mode>:always`` never answers
-well. `replies` maps a prompt to the JSON reply it always gets (odd replies: content parts, a
-number, token counts of 1e30), until the server is `healthy`. A stalling reply stops after
-`stall_s` seconds, when the client leaves, or when the server closes, so no test thread hangs.
+well; `always` gives every prompt one mode. Mode 401 is an endpoint that refuses the key and
+echoes it (the Authorization header in the error's message and in a response header, and `echo`
+text after it: what a careless proxy leaks). `replies` maps a prompt to the JSON reply it always
+gets (odd replies: content parts, a number, token counts of 1e30), until the server is `healthy`.
+A stalling reply stops after `stall_s` seconds, when the client leaves, or when the server closes,
+so no test thread hangs.
 The server counts attempts per prompt so tests can check that retries happened and were bounded,
 can answer slowly (`delay`, so a test can act while a run is under way) and records the
 Authorization headers it was sent (so a test can prove an API key was used, and used only here).
@@ -24,11 +27,14 @@ from typing import Any
 
 class FaultServer:
     def __init__(self, timeout_sleep: float = 3.0, rules: dict[str, str] | None = None, delay: float = 0.0,
-                 replies: dict[str, Any] | None = None, stall_s: float = 60.0):
+                 replies: dict[str, Any] | None = None, stall_s: float = 60.0, always: str | None = None,
+                 echo: str = ""):
         self.rules = rules or {}  # exact prompt -> "mode:count" (the same as a `fail:` prefix)
         self.replies = replies or {}  # exact prompt -> the JSON body of every reply to it
         self.stall_s = stall_s
         self.closing = threading.Event()
+        self.always = always  # a mode for every prompt, e.g. "401" (as `fail:401:always` on each)
+        self.echo = echo  # extra text a 401 answer leaks
         self.attempts: Counter[str] = Counter()
         self.healthy = False  # when True every request succeeds (the operator fixed the endpoint)
         self.timeout_sleep = timeout_sleep
@@ -50,7 +56,7 @@ class FaultServer:
                     server.authorizations[self.headers.get("Authorization", "")] += 1
                 if server.delay:
                     time.sleep(server.delay)
-                server.answer(self, body, prompt, attempt)
+                server.answer(self, body, prompt, attempt, self.headers.get("Authorization", ""))
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -68,9 +74,11 @@ class FaultServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def answer(self, handler: BaseHTTPRequestHandler, body: dict, prompt: str, attempt: int) -> None:
+    def answer(self, handler: BaseHTTPRequestHandler, body: dict, prompt: str, attempt: int,
+               authorization: str = "") -> None:
         mode, failures = "ok", 0
         rule = self.rules.get(prompt) or (prompt.removeprefix("fail:") if prompt.startswith("fail:") else None)
+        rule = f"{self.always}:always" if self.always else rule
         if rule and not self.healthy:
             mode, count = rule.split(":", 1)
             failures = 10**9 if count == "always" else int(count)
@@ -82,7 +90,12 @@ class FaultServer:
         if mode == "timeout":
             time.sleep(self.timeout_sleep)
             mode = "ok"  # too late: the client has given up
-        if mode in ("429", "500"):
+        if mode == "401":
+            message = f"Incorrect API key provided: {authorization}. {self.echo}".strip()
+            self._send(handler, 401, {"error": {"message": message, "type": "invalid_request_error",
+                                                "code": "invalid_api_key"}},
+                       {"X-Echo-Authorization": authorization, "WWW-Authenticate": f"Bearer realm={authorization!r}"})
+        elif mode in ("429", "500"):
             self._send(handler, int(mode), {"error": {"message": f"scheduled {mode}", "type": "fault"}})
         elif mode == "trickle":
             self._trickle(handler)
@@ -146,13 +159,15 @@ class FaultServer:
             pass
 
     @staticmethod
-    def _send(handler: BaseHTTPRequestHandler, status: int, payload: dict) -> None:
-        FaultServer._send_raw(handler, status, json.dumps(payload).encode())
+    def _send(handler: BaseHTTPRequestHandler, status: int, payload: dict, headers: dict | None = None) -> None:
+        FaultServer._send_raw(handler, status, json.dumps(payload).encode(), headers)
 
     @staticmethod
-    def _send_raw(handler: BaseHTTPRequestHandler, status: int, data: bytes) -> None:
+    def _send_raw(handler: BaseHTTPRequestHandler, status: int, data: bytes, headers: dict | None = None) -> None:
         try:
             handler.send_response(status)
+            for name, value in (headers or {}).items():
+                handler.send_header(name, value)
             handler.send_header("Content-Type", "application/json")
             handler.send_header("Content-Length", str(len(data)))
             handler.end_headers()

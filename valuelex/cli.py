@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -12,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from valuelex.errors import ValueLexError
+from valuelex.redact import Redactor
 from valuelex.spec import load_study
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -25,17 +27,29 @@ OutOpt = Annotated[str | None, typer.Option("--out", help="output root (path or 
 
 
 def user_errors(command: F) -> F:
-    """Turn a ValueLexError into a one-paragraph message and exit code 2, with no traceback."""
+    """Turn a ValueLexError into a one-paragraph message and exit code 2, with no traceback.
+
+    The message is redacted: it may quote an endpoint's answer, and that may hold the API key.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except ValueLexError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {_redactor(kwargs.get('study'))(str(exc))}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _redactor(study: Any) -> Redactor:
+    """The secrets of the command's study (when it loads) and of the environment."""
+    spec = None
+    if isinstance(study, Path):
+        with contextlib.suppress(ValueLexError):
+            spec = load_study(study)
+    return Redactor.from_spec(spec)
 
 
 def _print(summary: dict) -> None:

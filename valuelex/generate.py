@@ -2,7 +2,9 @@
 
 For each model: walk its request rows lazily, drop the ones the store already holds, stream the
 rest through the model's engine and publish whole shards as results arrive. A rerun therefore only
-generates what is missing; raising M only adds the new samples.
+generates what is missing; raising M only adds the new samples. Error text is redacted before a
+shard is written (an endpoint may echo the API key in its error). Failed rows are stored (the
+next run retries them), but a stage whose generated rows all failed ends in `StageFailed`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import itertools
 import logging
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,7 +25,8 @@ import pyarrow.compute as pc
 from valuelex import grid
 from valuelex.engines.base import RESULT_FIELDS, build_engine
 from valuelex.instruments import Stage
-from valuelex.runner import RunContext, StageResult
+from valuelex.redact import Redactor
+from valuelex.runner import RunContext, StageFailed, StageResult
 from valuelex.spec import ModelSpec, Study
 from valuelex.store import RunStore
 
@@ -51,6 +55,7 @@ class StageReport:
     completion_tokens: int = 0
     seconds: float = 0.0
     per_model: dict[str, dict[str, float]] = field(default_factory=dict)
+    reasons: Counter[str] = field(default_factory=Counter)  # first line of each failed row's (redacted) error
 
     def add(self, per_model: dict[str, dict[str, float]]) -> None:
         """Count one wave's models (or another report's per-model counts)."""
@@ -70,12 +75,22 @@ class StageReport:
         self.failed_rows += later.failed_rows
         self.completion_tokens += later.completion_tokens
         self.per_model.update(later.per_model)
+        self.reasons.update(later.reasons)
         self.total_rows = later.total_rows
         self.skipped_rows = later.total_rows - self.generated_rows  # stored before the first round
 
     @property
     def tokens_per_second(self) -> float:
         return self.completion_tokens / self.seconds if self.seconds else 0.0
+
+    def failure(self) -> str | None:
+        """One line when rows were generated and every one failed: how many, and the commonest reasons."""
+        if not self.generated_rows or self.failed_rows < self.generated_rows:
+            return None
+        why = ", ".join(f'{n}x "{_clip(reason, 160)}"' for reason, n in self.reasons.most_common(3))
+        more = len(self.reasons) - 3
+        why += f", and {more} other reason{'s' * (more > 1)}" if more > 0 else ""
+        return f"{self.stage}: all {self.failed_rows} rows failed ({why})"
 
     def summary(self) -> dict:
         return {
@@ -121,15 +136,23 @@ def conform(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns + [table[n] for n in extra], schema=schema)
 
 
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def run_model(
     study: Study, stage: Stage, model: ModelSpec, store: RunStore, done: set[str], *,
-    samples: int | None = None, use_gpu: bool | None = None,
+    samples: int | None = None, use_gpu: bool | None = None, redact: Redactor | None = None,
+    reasons: Counter[str] | None = None,
 ) -> dict[str, float]:
     """Generate one model's missing rows; returns its counts (rows, skipped, generated, failed, tokens).
 
     The grid is walked lazily and handed to the engine as a stream: a study of any M never holds
     its request rows in memory, and the rows, their ids and seeds are those of `grid.requests`.
+    Each shard's error text goes through `redact` before it is written; the first line of each
+    failed row's error is counted in `reasons`.
     """
+    redact = redact or Redactor.from_spec(study)
     total = grid.count(study, stage, model, samples=samples)
     counts = {"rows": total, "skipped": 0, "generated": 0, "failed": 0, "tokens": 0, "seconds": 0.0}
 
@@ -150,11 +173,14 @@ def run_model(
     started = time.monotonic()
     engine = build_engine(model, use_gpu=use_gpu)
     for batch in engine.generate(itertools.chain([first], rows), batch_rows=study.shard_rows):
-        shard = conform(batch)
+        shard = redact.table(conform(batch))
         table.write(shard)
         counts["generated"] += shard.num_rows
         counts["tokens"] += int(pc.sum(shard["n_completion_tokens"]).as_py() or 0)
-        counts["failed"] += shard.num_rows - int(pc.sum(pc.is_null(shard["error"])).as_py())
+        errors = [e for e in shard["error"].to_pylist() if e is not None]
+        counts["failed"] += len(errors)
+        if reasons is not None:
+            reasons.update(e.strip().splitlines()[0] if e.strip() else "(no message)" for e in errors)
         progress.advance(counts["skipped"] + counts["generated"] - progress.done)
     progress.close()
     counts["seconds"] = round(time.monotonic() - started, 2)
@@ -172,15 +198,19 @@ def generate_missing(ctx: RunContext, stage: Stage, samples: int | None = None) 
     report = StageReport(stage=stage)
     for wave in ctx.model_waves():
         started = time.monotonic()
+        reasons = {m.name: Counter[str]() for m in wave}
         with ThreadPoolExecutor(max_workers=len(wave)) as pool:
             futures = {
-                m.name: pool.submit(run_model, study, stage, m, ctx.store, done, samples=samples, use_gpu=ctx.use_gpu)
+                m.name: pool.submit(run_model, study, stage, m, ctx.store, done, samples=samples, use_gpu=ctx.use_gpu,
+                                    redact=ctx.redactor, reasons=reasons[m.name])
                 for m in wave
             }
             per_model = {name: future.result() for name, future in futures.items()}
         if any(c["generated"] for c in per_model.values()):
             report.seconds += time.monotonic() - started
         report.add(per_model)
+        for counter in reasons.values():
+            report.reasons.update(counter)
     return report
 
 
@@ -199,4 +229,8 @@ class GenerationStage:
         return True
 
     def run(self, ctx: RunContext) -> StageResult:
-        return StageResult({"output": ctx.store.uri, **generate_missing(ctx, self.stage, self.samples).summary()})
+        report = generate_missing(ctx, self.stage, self.samples)
+        result = StageResult({"output": ctx.store.uri, **report.summary()})
+        if failure := report.failure():
+            raise StageFailed(failure, result)
+        return result

@@ -5,7 +5,9 @@ evaluation, report: see `valuelex.api.STAGES`). The `RunContext` it gets holds w
 shares: the study, the run store, and where engines run, decided once for respondents, the LLM
 judge and the namer alike (`prepare`): a model that no node can hold, or a GPU demanded on a CPU
 cluster, is refused before anything is written. The runner, not the stage, writes
-``stages/<name>.json``: wall time, cluster shape, software versions and the stage's summary.
+``stages/<name>.json``: wall time, cluster shape, software versions and the stage's summary, with
+every secret the run knows of redacted (`valuelex.redact`). A stage that ran but made nothing
+usable raises `StageFailed`: the runner records it as it would any stage, then lets the error go on.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
-from valuelex.errors import StudyError
+from valuelex.errors import StudyError, ValueLexError
 from valuelex.records import stage_record
+from valuelex.redact import Redactor
 
 if TYPE_CHECKING:
     from valuelex.respondents import ModelSpec
@@ -47,6 +51,11 @@ class RunContext:
             return self.waves
         return tuple((m,) for m in self.require_study().models)
 
+    @cached_property
+    def redactor(self) -> Redactor:
+        """The secrets of this study's models and of the environment, for everything the run writes."""
+        return Redactor.from_spec(self.study)
+
 
 @dataclass
 class StageResult:
@@ -56,6 +65,15 @@ class StageResult:
 
     summary: dict[str, Any]
     parts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class StageFailed(ValueLexError):
+    """A stage ran to its end and stored what it made, none of it usable (every generated row
+    failed): its `result` is still recorded, and the error makes the run end non-zero."""
+
+    def __init__(self, message: str, result: StageResult):
+        super().__init__(message)
+        self.result = result
 
 
 class Stage(Protocol):
@@ -128,14 +146,27 @@ def check_engine_inputs(study: Study, models: Sequence[ModelSpec]) -> None:
 
 
 def run_stages(ctx: RunContext, stages: Sequence[Stage]) -> dict[str, StageResult]:
-    """Run stages in order, recording each (and each part it reports) as ``stages/<name>.json``."""
+    """Run stages in order, recording each (and each part it reports) as ``stages/<name>.json``.
+
+    Summaries are redacted before they are recorded or returned. A `StageFailed` stage is recorded
+    (its message as ``failed``), then the error is raised and later stages do not run.
+    """
     results: dict[str, StageResult] = {}
+    redact = ctx.redactor
     for stage in stages:
         started = time.time()
-        result = stage.run(ctx)
+        failure = None
+        try:
+            result = stage.run(ctx)
+        except StageFailed as exc:
+            failure, result = exc, exc.result
+        result = StageResult(redact.document(result.summary), {k: redact.document(v) for k, v in result.parts.items()})
         for name, part in result.parts.items():
             part = dict(part)
             ctx.store.write_stage_record(name, stage_record(name, part.pop("started", started), part))
-        ctx.store.write_stage_record(stage.name, stage_record(stage.name, started, result.summary))
+        summary = result.summary if failure is None else {**result.summary, "failed": redact(str(failure))}
+        ctx.store.write_stage_record(stage.name, stage_record(stage.name, started, summary))
+        if failure is not None:
+            raise StageFailed(str(redact(str(failure))), result) from None
         results[stage.name] = result
     return results

@@ -8,7 +8,8 @@ a byte a second would hold a request forever), so a row ends within
 (max_retries + 1) x (request_timeout_s + the backoff cap). Every reply is type-checked
 (`valuelex.engines.replies`). A row that still fails is returned with its error, never dropped, so
 the next run retries it. The API key is read from the environment variable the spec names; it is
-never stored.
+never stored: an error that echoes it (or any other secret of the worker's environment) is
+redacted here, before the row leaves the worker.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pandas as pd
 from valuelex.engines.base import RESULT_COLUMNS, RayDataEngine
 from valuelex.engines.replies import parse_reply
 from valuelex.errors import EngineError
+from valuelex.redact import Redactor
 
 if TYPE_CHECKING:
     import ray.data
@@ -110,6 +112,7 @@ class OpenAIBatchCaller:
         from valuelex.spec import ModelSpec
 
         self.model = ModelSpec.model_validate(model)
+        self.redact = Redactor.from_spec(self.model)  # this node's environment: the key the requests send
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         results = asyncio.run(self._run(batch.to_dict("records")))
@@ -142,7 +145,7 @@ class OpenAIBatchCaller:
                 try:
                     return await asyncio.wait_for(self._call(client, row), timeout=opts.request_timeout_s)
                 except Exception as exc:
-                    last_error = error_text(exc, opts.request_timeout_s)
+                    last_error = (self.redact(error_text(exc, opts.request_timeout_s)) or "")[:500]
                     if not is_retryable(exc) or attempt == opts.max_retries:
                         break
             await asyncio.sleep(backoff_seconds(attempt))

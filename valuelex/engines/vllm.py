@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow as pa
 
 from valuelex.engines.base import RESULT_COLUMNS, RayDataEngine, finish_reason
+from valuelex.redact import Redactor
 from valuelex.sources import materialize
 
 if TYPE_CHECKING:
@@ -163,7 +164,8 @@ def _to_results(batch: pd.DataFrame) -> pd.DataFrame:
         None if bad else finish_reason(int(g), int(m))
         for bad, g, m in zip(failed, generated, batch["max_tokens"], strict=True)
     ]
-    out["error"] = errors.where(failed, None)
+    redact = Redactor.from_spec()  # runs in the engine worker: its environment's secrets, key-shaped text
+    out["error"] = errors.map(redact).where(failed, None)
     out["engine"] = "vllm"
     return out[[c for c in out.columns if c not in RESULT_COLUMNS] + list(RESULT_COLUMNS)]
 

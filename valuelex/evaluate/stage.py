@@ -26,7 +26,8 @@ from valuelex.evaluate import judgments as jt
 from valuelex.evaluate.adaptive import run_adaptive
 from valuelex.evaluate.scores import score_table
 from valuelex.evaluate.systems import ValueSystem, load_value_system
-from valuelex.runner import RunContext, StageResult
+from valuelex.redact import Redactor
+from valuelex.runner import RunContext, StageFailed, StageResult
 from valuelex.store import RunStore, ShardTable, layout
 
 if TYPE_CHECKING:
@@ -64,13 +65,14 @@ def judge_pending(
     completions = store.completions(study, max_samples=max_samples)
     tasks: list[jt.JudgeTask] = []
     counts: dict[str, dict[str, int]] = {}
+    redact = Redactor.from_spec(study)
     for system in systems:
         done = set(store.judgments(system, judge_key=judge.key(system), study=study, max_samples=max_samples)["row_id"])
         pending = completions[~completions["row_id"].isin(done)]
         counts[system.name] = {"completions": len(completions), "already_judged": int(len(completions) - len(pending)),
                                "judged": 0, "invalid": 0}
         if not pending.empty:
-            sink = _storing(store.judgments_table(system), system, counts[system.name])
+            sink = _storing(store.judgments_table(system), system, counts[system.name], redact)
             tasks.append(jt.JudgeTask(system, pending.to_dict("records"), sink))
     if not tasks:
         return counts
@@ -86,11 +88,12 @@ def judge_pending(
     return counts
 
 
-def _storing(table: ShardTable, system: ValueSystem, counts: dict[str, int]) -> Callable[[list[dict[str, Any]]], None]:
-    """A sink that stores a batch of judgments as one shard and counts it."""
+def _storing(table: ShardTable, system: ValueSystem, counts: dict[str, int],
+             redact: Redactor) -> Callable[[list[dict[str, Any]]], None]:
+    """A sink that stores a batch of judgments as one shard (its error text redacted) and counts it."""
 
     def sink(rows: list[dict[str, Any]]) -> None:
-        table.write(jt.to_table(rows, system))
+        table.write(redact.table(jt.to_table(rows, system)))
         counts["judged"] += len(rows)
         counts["invalid"] += sum(not r["valid"] for r in rows)
 
@@ -168,6 +171,9 @@ def evaluate(ctx: RunContext, systems: list[ValueSystem], judge: Any, *, generat
         report = generate_missing(ctx, "completion", samples)
         completion.merge(report)
         log.info("completion stage: %s rows generated, %s failed", report.generated_rows, report.failed_rows)
+        if failure := completion.failure():  # no completion of any round succeeded: recorded, and exit non-zero
+            part = {"started": completion_started, **completion.summary()}
+            raise StageFailed(failure, StageResult({"study": study.name, "out": store.uri}, {"completion": part}))
 
     def judge_all(samples: int) -> pd.DataFrame:
         for name, counts in judge_pending(store, study, systems, judge, max_samples=samples).items():

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
+from valuelex.redact import ERROR_COLUMNS, Redactor
 from valuelex.store import RunStore, latest_per_row, layout
 
 log = logging.getLogger(__name__)
@@ -189,4 +190,15 @@ def load_run(run_uri: str) -> RunData:
                        lambda stage=stage: _object(store.stage_record(stage), layout.stage_record(stage)))
         if record is not None:
             data.stage_records[stage] = record
+    _redact(data, Redactor.from_spec(data.study))
     return data
+
+
+def _redact(data: RunData, redact: Redactor) -> None:
+    """Error text as the report shows it: a run written before redaction (or by hand) may hold a key."""
+    for frame in (data.elicitation, data.completions, *data.judgments.values()):
+        for column in ERROR_COLUMNS:
+            if frame is not None and column in frame.columns:
+                frame[column] = frame[column].map(lambda v: redact(v) if isinstance(v, str) else v)
+    data.problems = [str(redact(p)) for p in data.problems]
+    data.stage_records = {k: redact.document(v) for k, v in data.stage_records.items()}

@@ -37,6 +37,7 @@ from typing import Any
 
 from valuelex._version import __version__
 from valuelex.errors import StoreError, StudyError
+from valuelex.redact import Redactor
 from valuelex.report.figures import FigureWriter, Notice, Section
 from valuelex.report.load import RunData, load_run
 from valuelex.runner import RunContext, StageResult
@@ -172,7 +173,8 @@ def build_report(run_uri: str, out_dir: str, *, embed: str = "svg", cases_per_mo
         except Exception as exc:  # one broken section must not hide the others
             log.exception("report: section %s failed", sid)
             sections.append(Section(id=sid, title=section_title, status="error", items=[Notice(
-                f"This section could not be built: {type(exc).__name__}: {exc}", "error", id=f"notice-{sid}-error")]))
+                str(Redactor.from_spec(data.study)(f"This section could not be built: {type(exc).__name__}: {exc}")),
+                "error", id=f"notice-{sid}-error")]))
     _clean_figures(writer, out)
     overview_items = [Notice(p, "error", id=f"notice-problem-{i}") for i, p in enumerate(data.problems)]
     overview = [{"id": s.id, "title": s.title, "status": s.status, "text": _card_text(s)} for s in sections]

@@ -56,13 +56,13 @@ class GatedServer(FaultServer):
         super().__init__(**kwargs)
         self.open_for, self.started, self.gate = open_for, 0, threading.Event()
 
-    def answer(self, handler: Any, body: dict, prompt: str, attempt: int) -> None:
+    def answer(self, handler: Any, body: dict, prompt: str, attempt: int, authorization: str = "") -> None:
         with self.lock:
             self.started += 1
             held = self.started > self.open_for
         if held:
             self.gate.wait(60)
-        super().answer(handler, body, prompt, attempt)
+        super().answer(handler, body, prompt, attempt, authorization)
 
 
 def test_every_request_comes_back_once_in_batches_as_they_finish(ray_local: None) -> None:

@@ -25,7 +25,6 @@ fraction f is the harmonic mean of the valid counts over M.
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +34,7 @@ import pandas as pd
 
 from valuelex.compare.load import Dim
 from valuelex.errors import StudyError
-from valuelex.evaluate.scores import percentile_ci
+from valuelex.evaluate.scores import percentile_ci, seeded_rng
 from valuelex.stats import (
     CORRECTIONS,
     adjust,
@@ -63,10 +62,6 @@ COLUMNS = (
     "power_now", "samples_needed", "stems_needed", "models_needed", "unit", "correction", "alpha", "permutations",
     "exact", "resamples", "ci_level", "seed",
 )
-
-
-def _rng(seed: int, *labels: str) -> np.random.Generator:
-    return np.random.default_rng([seed, *(zlib.crc32(label.encode()) for label in labels)])
 
 
 @dataclass
@@ -159,7 +154,7 @@ def compare_values(
     keys = [d.key for d in dims]
     models = [*side_a, *side_b]
     ia, ib = list(range(len(side_a))), list(range(len(side_a), len(models)))
-    rng = _rng(seed, system, label_a, label_b, unit)
+    rng = seeded_rng(seed, system, label_a, label_b, unit)
     cells = cell_stats(values, models, keys)
     width = len(keys)
 

@@ -89,7 +89,8 @@ def percentile_ci(boot: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarra
     return np.quantile(boot, alpha / 2, axis=0), np.quantile(boot, 1 - alpha / 2, axis=0)
 
 
-def _rng(seed: int, *labels: str) -> np.random.Generator:
+def seeded_rng(seed: int, *labels: str) -> np.random.Generator:
+    """A generator per (seed, labels): each system, model or comparison draws its own reproducible stream."""
     return np.random.default_rng([seed, *(zlib.crc32(label.encode()) for label in labels)])
 
 
@@ -118,7 +119,7 @@ def score_table(
             matrix = mine[keys].to_numpy(dtype=float)
             w = matrix.mean(axis=0)
             groups = [matrix[idx] for idx in mine.groupby("item_id", sort=True).indices.values()]
-            boot = cluster_bootstrap(groups, resamples, _rng(seed, system.name, str(model)))
+            boot = cluster_bootstrap(groups, resamples, seeded_rng(seed, system.name, str(model)))
             low, high = percentile_ci(boot, ci_level)
         else:
             w = low = high = np.full(len(keys), np.nan)

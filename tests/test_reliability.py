@@ -243,7 +243,7 @@ def s3_objects(endpoint: str, bucket: str, prefix: str) -> dict[str, bytes]:
     return {o["Key"]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listing}
 
 
-def s3_env(endpoint: str, key_id: str = "reliability", secret: str = "reliability-secret") -> dict[str, str]:
+def s3_env(endpoint: str, key_id: str = "test-access-key-id", secret: str = "test-secret-access-key") -> dict[str, str]:
     return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret,
             "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": "/nonexistent",
             "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}

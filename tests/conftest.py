@@ -5,7 +5,9 @@ OpenAI-compatible vLLM server on 127.0.0.1. Each starts once per session: a vLLM
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +32,29 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def orphaned_engines() -> list[int]:
+    """VLLM::* processes whose parent died (a killed CLI run or Ray actor leaves them behind)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        if fields.get("Name", "").startswith("VLLM::") and fields.get("PPid", "").strip() == "1":
+            found.append(int(status.parent.name))
+    return found
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_orphaned_engines() -> Iterator[None]:
+    """An orphaned engine keeps its OpenMP threads bound to both cores and slows every later test
+    several-fold; kill what a module's killed runs left behind."""
+    yield
+    for pid in orphaned_engines():
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")
@@ -80,9 +105,12 @@ def s3_endpoint() -> Iterator[str]:
             os.environ[key] = value
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def openai_server(smollm_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """vLLM's own OpenAI-compatible server on 127.0.0.1 serving SmolLM2; yields its base URL."""
+    """vLLM's own OpenAI-compatible server on 127.0.0.1 serving SmolLM2; yields its base URL.
+
+    Module-scoped: an idle engine left up for the session competes for the two cores with every
+    later engine (its OpenMP threads are bound to the same CPUs)."""
     port = free_port()
     log = tmp_path_factory.mktemp("vllm-server") / "server.log"
     command = [

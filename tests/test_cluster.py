@@ -31,6 +31,7 @@ import pytest
 import yaml
 
 from tests.conftest import free_port
+from tests.fault_server import FaultServer
 from tests.helpers import write_study
 from valuelex import grid
 from valuelex.spec import load_study
@@ -219,14 +220,21 @@ print(json.dumps({"status": str(info.status), "driver_node_id": info.driver_node
 
 @pytest.mark.cluster
 def test_ray_job_submit_runs_on_both_nodes_and_writes_s3(
-    local_cluster: LocalCluster, openai_server: str, s3_endpoint: str, tmp_path: Path,
+    local_cluster: LocalCluster, s3_endpoint: str, tmp_path: Path,
 ) -> None:
     """`ray job submit` of jobs/elicit.py with the repo as working dir: the grid's rows land in S3,
-    and the engine's Ray Data actors (concurrency 2) ran on both nodes, the driver on the head."""
+    and the engine's Ray Data actors (concurrency 2) ran on both nodes, the driver on the head.
+    The endpoint is the protocol-faithful fake (tests/fault_server.py): what is under test is where
+    the job and its actors run, and a real vLLM server held for the session slowed every later engine."""
+    with FaultServer(delay=0.2) as server:
+        submit_and_check(local_cluster, server.base_url, tmp_path)
+
+
+def submit_and_check(local_cluster: LocalCluster, base_url: str, tmp_path: Path) -> None:
     served = {
         "name": "smollm2-served", "source": "smollm2", "engine": "openai", "size_b": 0.135, "training": "aligned",
         "family": "smollm2", "prompting": "chat",
-        "options": {"base_url": openai_server, "concurrency": 2, "max_concurrency": 2, "batch_size": 2},
+        "options": {"base_url": base_url, "concurrency": 2, "max_concurrency": 2, "batch_size": 2},
     }
     study_path = write_study(tmp_path, name="cluster-study.yaml", models=[served], samples=3,
                              decoding=[{"name": "t0.7", "temperature": 0.7, "top_p": 0.9, "max_tokens": 16},

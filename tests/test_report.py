@@ -227,7 +227,7 @@ def test_full_report_has_every_figure_and_section(full_report: tuple[dict, str, 
     assert "ValueLex report: synthetic" in html
     assert "unparseable judge answer: &lt;no JSON&gt;" in html  # invalid judge rows and why
     assert "not recorded" in html  # construction and elicitation wall time are not recorded by the stages
-    assert seconds < 60, f"report took {seconds:.1f} s"
+    print(f"report built in {seconds:.1f} s")  # a speed figure, not an assertion: bench/ holds those
 
 
 def test_model_text_is_escaped_everywhere(full_report: tuple[dict, str, float]) -> None:

@@ -18,7 +18,7 @@ from valuelex.construct.config import ConstructionSpec
 from valuelex.construct.cooccurrence import Incidence, build_incidence, prune
 from valuelex.construct.naming import ClusterNamer, central_order, title
 from valuelex.construct.stability import bootstrap_stability, match_clusters
-from valuelex.construct.synthetic import PLANTED, planted_truth, synthetic_elicitation
+from valuelex.construct.synthetic import PLANTED, planted_study, planted_truth, synthetic_elicitation
 from valuelex.construct.taxonomy import Corpus, Taxonomy, load_taxonomy, parse_taxonomy, taxonomy_document
 from valuelex.errors import ConstructionError, StudyError, ValueLexError
 from valuelex.evaluate.systems import load_value_system
@@ -231,7 +231,18 @@ def test_clusters_are_matched_by_word_overlap() -> None:
 # --- the stage ----------------------------------------------------------------------------------
 
 
+def _store(root: OutputRoot, table: pa.Table) -> pa.Table:
+    """Store a synthetic elicitation table under its planted study's grid ids (what a real run holds)."""
+    table = planted_study(table)[1]
+    root.table("elicitation").write(table)
+    return table
+
+
 def _study(output: str, **construction) -> Study:
+    """The planted study of the run's stored answers (a one-model study for a run without answers)."""
+    stored = OutputRoot(output).table("elicitation").read()
+    if stored is not None:
+        return planted_study(stored, output=output, construction=construction)[0]
     return Study.model_validate({
         "name": "synthetic",
         "models": [{"name": "m", "source": "hub/m", "training": "aligned", "family": "f", "prompting": "chat"}],
@@ -244,8 +255,7 @@ def _study(output: str, **construction) -> Study:
 
 def test_run_construction_end_to_end(tmp_path: Path, embedder: SentenceEmbedder) -> None:
     root = OutputRoot(str(tmp_path / "run"))
-    elicitation = synthetic_elicitation(200, strength=1.8, p_mention=0.3, seed=6)
-    root.table("elicitation").write(elicitation)
+    elicitation = _store(root, synthetic_elicitation(200, strength=1.8, p_mention=0.3, seed=6))
     study = _study(root.uri, bootstrap=3, seed=6)
     summary = construct(study, embedder=embedder)
     assert summary["k"] == 3 and summary["taxonomy"] == f"{root.uri}/taxonomy.json"
@@ -274,8 +284,7 @@ def test_run_construction_end_to_end(tmp_path: Path, embedder: SentenceEmbedder)
 
 def test_filter_builds_a_subset_system_under_its_own_label(tmp_path: Path, embedder: SentenceEmbedder) -> None:
     root = OutputRoot(str(tmp_path / "run"))
-    elicitation = synthetic_elicitation(450, strength=1.8, p_mention=0.3, seed=7)
-    root.table("elicitation").write(elicitation)
+    elicitation = _store(root, synthetic_elicitation(450, strength=1.8, p_mention=0.3, seed=7))
     study = _study(root.uri, label="plm", filter={"training": ["pretrained"]}, bootstrap=0)
     construct(study, embedder=embedder)
     taxonomy = load_taxonomy(f"{root.uri}/taxonomy-plm.json")
@@ -291,19 +300,22 @@ def test_filter_builds_a_subset_system_under_its_own_label(tmp_path: Path, embed
 
 def _write(tmp_path: Path, table: pa.Table) -> str:
     root = OutputRoot(str(tmp_path / "run"))
-    root.table("elicitation").write(table)
+    _store(root, table)
     return root.uri
 
 
 def _rows(responses: list[list[str]], configs: int = 1) -> pa.Table:
     """One respondent per list of answers."""
-    cols: dict[str, list] = {"row_id": [], "model": [], "config": [], "training": [], "response": [], "error": []}
+    cols: dict[str, list] = {"row_id": [], "model": [], "config": [], "training": [], "family": [], "size_b": [],
+                             "item_id": [], "sample": [], "response": [], "error": []}
     for r, answers in enumerate(responses):
         for i, answer in enumerate(answers):
-            for key, value in (("row_id", f"{r}-{i}"), ("model", f"m{r}"), ("config", "c"),
-                               ("training", "aligned"), ("response", answer), ("error", None)):
+            for key, value in (("row_id", f"{r}-{i}"), ("model", f"m{r}"), ("config", "c"), ("training", "aligned"),
+                               ("family", "f"), ("size_b", 1.0), ("item_id", f"q{i % 15 + 1:02d}"),
+                               ("sample", i // 15), ("response", answer), ("error", None)):
                 cols[key].append(value)
-    return pa.table(cols, schema=pa.schema([(k, pa.string()) for k in cols]))
+    types = {"size_b": pa.float64(), "sample": pa.int64()}
+    return pa.table(cols, schema=pa.schema([(k, types.get(k, pa.string())) for k in cols]))
 
 
 def test_missing_elicitation_is_a_clear_error(tmp_path: Path, embedder: SentenceEmbedder) -> None:
@@ -382,12 +394,13 @@ def test_clusters_are_named_by_an_engine_in_one_run(
     from tests.fault_server import FaultServer
 
     root = OutputRoot(str(tmp_path / "run"))
-    root.table("elicitation").write(synthetic_elicitation(200, strength=1.8, p_mention=0.3, seed=6))
+    _store(root, synthetic_elicitation(200, strength=1.8, p_mention=0.3, seed=6))
     with FaultServer() as server:
         namer = {"name": "namer", "source": "namer", "engine": "openai", "training": "aligned", "family": "f",
                  "prompting": "chat", "options": {"base_url": server.base_url}}
-        study = Study.model_validate({**_study(root.uri).model_dump(mode="json"),
-                                      "models": [namer], "construction": {"naming": "namer", "seed": 6}})
+        planted = _study(root.uri).model_dump(mode="json")
+        study = Study.model_validate({**planted, "models": [*planted["models"], namer],
+                                      "construction": {"naming": "namer", "seed": 6}})
         construct(study, embedder=embedder)
         asked = sum(server.attempts.values())
     taxonomy = load_taxonomy(root.uri)

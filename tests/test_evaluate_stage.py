@@ -96,20 +96,23 @@ def test_adaptive_rounds_reuse_stored_samples(tmp_path: Path, ray_local):
 
 def test_only_successful_completions_of_the_grid_are_judged(tmp_path: Path):
     store = RunStore(str(tmp_path))
-    base = {"training": "aligned", "size_b": 0.1, "family": "f", "prompt": "I like", "response": "cats"}
-    rows = [
-        {**base, "row_id": "ok", "model": "m", "config": "c", "item_id": "s01", "sample": 0, "error": None},
-        {**base, "row_id": "failed", "model": "m", "config": "c", "item_id": "s01", "sample": 1, "error": "boom",
-         "response": None},
-        {**base, "row_id": "other-model", "model": "x", "config": "c", "item_id": "s01", "sample": 0, "error": None},
-        {**base, "row_id": "too-late", "model": "m", "config": "c", "item_id": "s01", "sample": 5, "error": None},
-    ]
-    store.table("completions").write(pa.Table.from_pylist(rows))
     study = load_study(write_study(tmp_path, models=[{**SMOLLM_MODEL, "name": "m"}],
                                    decoding=[{"name": "c", "temperature": 0.7, "top_p": 0.9}]))
+    ids = {(r["item_id"], r["sample"]): r["row_id"] for r in grid.requests(study, "completion", study.models[0], 6)}
+    base = {"training": "aligned", "size_b": 0.1, "family": "f", "prompt": "I like", "response": "cats"}
+    rows = [
+        {**base, "row_id": ids["s01", 0], "model": "m", "config": "c", "item_id": "s01", "sample": 0, "error": None},
+        {**base, "row_id": ids["s01", 1], "model": "m", "config": "c", "item_id": "s01", "sample": 1,
+         "error": "boom", "response": None},
+        {**base, "row_id": "other-model", "model": "x", "config": "c", "item_id": "s01", "sample": 0, "error": None},
+        {**base, "row_id": ids["s01", 5], "model": "m", "config": "c", "item_id": "s01", "sample": 5, "error": None},
+        {**base, "row_id": "another-seed", "model": "m", "config": "c", "item_id": "s13", "sample": 0, "error": None},
+    ]
+    store.table("completions").write(pa.Table.from_pylist(rows))
     todo = store.completions(study, max_samples=2)
-    assert todo["row_id"].tolist() == ["ok"] and todo["stem"].tolist() == ["I like"]
-    assert len(store.completions()) == 3  # without a study: every successful completion stored
+    assert todo["row_id"].tolist() == [ids["s01", 0]] and todo["stem"].tolist() == ["I like"]
+    assert todo["family"].tolist() == ["smollm2"]  # the current study's label, not the stored one
+    assert len(store.completions()) == 4  # without a study: every successful completion stored
     assert RunStore(str(tmp_path / "empty")).completions(study).empty
 
 

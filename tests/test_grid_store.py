@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import write_study
 from valuelex import grid
-from valuelex.errors import StoreError
+from valuelex.errors import StoreError, StudyError
 from valuelex.spec import load_study
 from valuelex.store import OutputRoot, latest_per_row
 
@@ -43,7 +43,22 @@ def test_identity_follows_what_determines_the_answer(tmp_path: Path) -> None:
     assert len(ids(base) & ids(hotter)) == 4  # only the unchanged config's rows are shared
     reseeded = load_study(write_study(tmp_path, name="seed.yaml", seed=8))
     seeds = lambda s: [r["seed"] for r in grid.requests(s, "elicitation", s.models[0])]  # noqa: E731
-    assert ids(base) == ids(reseeded) and seeds(base) != seeds(reseeded)
+    assert not ids(base) & ids(reseeded) and seeds(base) != seeds(reseeded)  # a new seed is a new draw
+
+
+def test_equal_configs_of_two_names_stay_two_respondents(tmp_path: Path) -> None:
+    twin = {"temperature": 0.7, "top_p": 0.9, "max_tokens": 24}
+    study = load_study(write_study(tmp_path, decoding=[{"name": "a", **twin}, {"name": "b", **twin}]))
+    rows = [r for m in study.models for r in grid.requests(study, "elicitation", m)]
+    assert len({r["row_id"] for r in rows}) == len(rows) == grid.count(study, "elicitation") == 16
+    assert grid.row_ids(study, "elicitation") == {r["row_id"] for r in rows}
+
+
+@pytest.mark.parametrize("field", ["elicitation", "stems"])
+def test_a_prompt_id_listed_twice_is_refused(tmp_path: Path, field: str) -> None:
+    ids = ["q01", "q09", "q01"] if field == "elicitation" else ["s01", "s01"]
+    with pytest.raises(StudyError, match=rf"prompts\.{field}.*listed more than once: \['{ids[0]}'\]"):
+        load_study(write_study(tmp_path, prompts={"elicitation": ["q01"], "stems": ["s01"], field: ids}))
 
 
 def test_prompt_framing_follows_the_model(tmp_path: Path) -> None:

@@ -291,7 +291,7 @@ def test_s3_endpoint_lost_mid_run_fails_cleanly_and_resumes(
         moto.start()
         left = moto.objects(bucket, "run/")
         shards = {k: v for k, v in left.items() if k.endswith(".parquet")}
-        assert set(left) - set(shards) == {"run/study.json"}  # nothing half-written, no temporary file
+        assert set(left) - set(shards) == {"run/store.json", "run/study.json"}  # nothing half-written or temporary
         kept_rows = sum(pq.read_table(io.BytesIO(v)).num_rows for v in shards.values())  # each a whole shard
         total = grid.count(load_study(path), "elicitation")
         assert 0 < kept_rows < total, f"the endpoint went away too late: {kept_rows} of {total} rows stored"

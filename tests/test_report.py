@@ -30,7 +30,7 @@ from valuelex.construct.synthetic import PLANTED, planted_truth, synthetic_elici
 from valuelex.evaluate import judgments as jt
 from valuelex.generate import conform
 from valuelex.spec import Study
-from valuelex.store import OutputRoot
+from valuelex.store import OutputRoot, RunStore
 
 CHROMIUM = "/usr/bin/chromium"
 PAYLOAD = '<script>alert(1)</script><b>bold</b> & <img src=x onerror="alert(2)">'
@@ -119,7 +119,7 @@ def _rows(study: Study, stage: str, answer: Any) -> pa.Table:
 def write_elicitation(out: str) -> Study:
     study = Study.model_validate(STUDY)
     root = OutputRoot(out)
-    root.write_json("study.json", study.model_dump(mode="json"))
+    RunStore(out).write_study(study)
     answers = synthetic_elicitation(12, items=15, samples=2, configs=("t0.7", "t1.0"), strength=2.0,
                                     p_mention=0.5, seed=3)
     lookup = {(r["model"], r["config"], r["item_id"], r["sample"]): (r["response"], r["error"])

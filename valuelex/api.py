@@ -64,6 +64,7 @@ def stage(name: str, *, systems: Sequence[str | ValueSystem] | None = None, incl
 def run_study(
     study: Study | str | Path, out: str | None = None, stages: Sequence[str | Stage] = STAGES, *,
     systems: Sequence[str | ValueSystem] | None = None, require_gpu: bool = False, report_dir: str | None = None,
+    allow_changes: bool = False,
 ) -> RunResult:
     """Run a study's stages in order into `out` (default: the study's ``output``); each resumes.
 
@@ -71,7 +72,8 @@ def run_study(
     it builds is evaluated too. `systems` overrides ``evaluation.systems``. Everything that can
     be checked before writing is checked first: the value systems, the API key variables and model
     packages, the placement of every engine (respondents, judge, namer), with GPUs demanded by
-    `require_gpu` (or ``VALUELEX_REQUIRE_GPU=1``).
+    `require_gpu` (or ``VALUELEX_REQUIRE_GPU=1``). An output written with another version of the
+    study is refused unless `allow_changes` (`valuelex.store.changes` says what counts as one).
     """
     spec = study if isinstance(study, Study) else load_study(study)
     names = [s if isinstance(s, str) else s.name for s in stages]
@@ -79,7 +81,7 @@ def run_study(
     chosen = [stage(s, systems=systems, include_taxonomy=with_taxonomy, report_dir=report_dir)
               if isinstance(s, str) else s for s in stages]
     store = RunStore(out or spec.output_uri)
-    ctx = prepare(spec, store, chosen, require_gpu=require_gpu)
+    ctx = prepare(spec, store, chosen, require_gpu=require_gpu, allow_changes=allow_changes)
     return RunResult(store, run_stages(ctx, chosen))
 
 
@@ -89,6 +91,7 @@ def open_run(uri: str) -> RunStore:
     store = RunStore(uri)
     if not store.exists():
         raise StudyError(f"{uri}: no such run (the output root does not exist)")
+    store.check_format()
     return store
 
 
@@ -104,5 +107,6 @@ def report(run_uri: str, out: str | None = None, *, embed: str = "svg", cases: i
     store = RunStore(run_uri)
     if not store.exists():
         raise StudyError(f"{run_uri}: no such run")
+    store.check_format()
     ctx = RunContext(study=store.study(), store=store)
     return run_stages(ctx, [ReportStage(out=out, embed=embed, cases=cases)])["report"].summary

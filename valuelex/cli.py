@@ -24,6 +24,11 @@ GpuOpt = Annotated[
     bool, typer.Option("--require-gpu", help="refuse to run vLLM models on CPU (also VALUELEX_REQUIRE_GPU=1)")
 ]
 OutOpt = Annotated[str | None, typer.Option("--out", help="output root (path or s3://); default: the study's")]
+ChangesOpt = Annotated[bool, typer.Option(
+    "--allow-changes", help="run on an output written with another version of the study (changed seed, name, "
+                            "decoding values, model source or labels): changed rows are made anew, "
+                            "old ones stop counting",
+)]
 
 
 def user_errors(command: F) -> F:
@@ -56,25 +61,29 @@ def _print(summary: dict) -> None:
     typer.echo(json.dumps(summary, indent=2, default=str))
 
 
-def _stage_summary(study: Path, stage: str, out: str | None, require_gpu: bool, **options: Any) -> dict:
+def _stage_summary(study: Path, stage: str, out: str | None, require_gpu: bool, allow_changes: bool,
+                   **options: Any) -> dict:
     from valuelex.api import run_study
     from valuelex.api import stage as make_stage
 
-    return run_study(study, out, [make_stage(stage, **options)], require_gpu=require_gpu).summary()[stage]
+    result = run_study(study, out, [make_stage(stage, **options)], require_gpu=require_gpu, allow_changes=allow_changes)
+    return result.summary()[stage]
 
 
 @app.command()
 @user_errors
-def elicit(study: StudyArg, out: OutOpt = None, require_gpu: GpuOpt = False) -> None:
+def elicit(study: StudyArg, out: OutOpt = None, require_gpu: GpuOpt = False, allow_changes: ChangesOpt = False) -> None:
     """Ask every respondent the elicitation prompts M times; store the answers as Parquet shards."""
-    _print(_stage_summary(study, "elicitation", out, require_gpu))
+    _print(_stage_summary(study, "elicitation", out, require_gpu, allow_changes))
 
 
 @app.command()
 @user_errors
-def construct(study: StudyArg, out: OutOpt = None, require_gpu: GpuOpt = False) -> None:
+def construct(
+    study: StudyArg, out: OutOpt = None, require_gpu: GpuOpt = False, allow_changes: ChangesOpt = False,
+) -> None:
     """Build the respondents' value taxonomy (taxonomy.json) from the stored elicitation answers."""
-    _print(_stage_summary(study, "construction", out, require_gpu))
+    _print(_stage_summary(study, "construction", out, require_gpu, allow_changes))
 
 
 SystemOpt = Annotated[
@@ -85,9 +94,12 @@ SystemOpt = Annotated[
 
 @app.command()
 @user_errors
-def evaluate(study: StudyArg, system: SystemOpt = None, out: OutOpt = None, require_gpu: GpuOpt = False) -> None:
+def evaluate(
+    study: StudyArg, system: SystemOpt = None, out: OutOpt = None, require_gpu: GpuOpt = False,
+    allow_changes: ChangesOpt = False,
+) -> None:
     """Sentence-completion test: generate completions, judge them, write Eq. 4 scores with CIs."""
-    _print(_stage_summary(study, "evaluation", out, require_gpu, systems=system))
+    _print(_stage_summary(study, "evaluation", out, require_gpu, allow_changes, systems=system))
 
 
 @app.command("judge-check")
@@ -115,11 +127,21 @@ def report(
 
 @app.command()
 @user_errors
-def run(study: StudyArg, out: OutOpt = None, require_gpu: GpuOpt = False) -> None:
+def run(study: StudyArg, out: OutOpt = None, require_gpu: GpuOpt = False, allow_changes: ChangesOpt = False) -> None:
     """Every stage in order: elicit, construct, evaluate (packaged systems + the new taxonomy), report."""
     from valuelex.api import run_study
 
-    _print(run_study(study, out, require_gpu=require_gpu).summary())
+    _print(run_study(study, out, require_gpu=require_gpu, allow_changes=allow_changes).summary())
+
+
+@app.command()
+@user_errors
+def migrate(run_uri: Annotated[str, typer.Argument(metavar="RUN", help="a run's output root (path or s3://)")]) -> None:
+    """Convert a run written by an earlier ValueLex to this version's store format (row ids recomputed
+    from the stored rows; nothing is generated or judged again)."""
+    from valuelex.store.migrate import migrate as convert
+
+    _print(convert(run_uri))
 
 
 @app.command()

@@ -1,8 +1,11 @@
 """The respondent grid: item x model x decoding config x sample, one row per generation request.
 
-A row's id is a hash of everything that determines its answer (study, stage, model source,
-decoding values, item text, sample index), so it is stable across runs and machines: a rerun can
-tell finished work from new work, and raising M only adds rows. Each row gets its own seed.
+A row's id is a hash of everything that determines its answer (study name and seed, stage, model
+source, decoding config name and values, item text, sample index), so it is stable across runs and
+machines: a rerun can tell finished work from new work, raising M only adds rows, and a changed seed
+or config makes new rows instead of reusing old ones. Each row gets its own seed. The name of the
+decoding config is part of the identity, so two configs of equal values stay two respondents.
+Ids of this form are the run store's format 2 (`valuelex.store.migrate` converts format 1).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
 from valuelex.engines.base import request_row
@@ -26,15 +30,28 @@ def _digest(payload: dict[str, Any]) -> bytes:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).digest()
 
 
+@lru_cache(maxsize=4096)
+def _respondent_digest(study: str, seed: int, stage: str, model: str, source: str, prompting: str, config: str,
+                       temperature: float, top_p: float, max_tokens: int | None) -> bytes:
+    return _digest({
+        "study": study, "seed": seed, "stage": stage, "model": model, "source": source, "prompting": prompting,
+        "config": config, "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
+    })
+
+
 def row_identity(
     study: Study, stage: Stage, model: ModelSpec, config: DecodingConfig, item_id: str, prompt: str, sample: int
 ) -> tuple[str, int]:
-    """(row_id, seed) of one request; the seed mixes the study seed so studies can be re-drawn."""
-    digest = _digest({
-        "study": study.name, "stage": stage, "model": model.name, "source": model.source,
-        "prompting": model.prompting, "temperature": config.temperature, "top_p": config.top_p,
-        "max_tokens": config.max_tokens, "item": item_id, "prompt": prompt, "sample": sample,
-    })
+    """(row_id, seed) of one request (store format 2).
+
+    row digest = sha256(respondent digest || item id, prompt, sample), where the respondent digest
+    hashes study name and seed, stage, model name, source and prompting, and the decoding config's
+    name and values (computed once per respondent, so the whole grid hashes fast); the row's seed
+    hashes the row digest with the study seed once more.
+    """
+    respondent = _respondent_digest(study.name, study.seed, stage, model.name, model.source, model.prompting,
+                                    config.name, config.temperature, config.top_p, config.max_tokens)
+    digest = hashlib.sha256(respondent + f"{item_id}\x1f{prompt}\x1f{sample}".encode()).digest()
     seed_digest = hashlib.sha256(digest + study.seed.to_bytes(8, "little")).digest()
     return digest.hex()[:24], int.from_bytes(seed_digest[:4], "little") & 0x7FFFFFFF
 
@@ -61,6 +78,19 @@ def requests(study: Study, stage: Stage, model: ModelSpec, samples: int | None =
                     study=study.name, stage=stage, model=model.name, training=model.training.value,
                     size_b=model.size_b, family=model.family, config=config.name, item_id=item.id, sample=sample,
                 )
+
+
+def row_ids(study: Study, stage: Stage, samples: int | None = None) -> set[str]:
+    """The row_ids of a stage's whole current grid: what the run store serves (rows of an earlier
+    version of the study -- another seed, config values or model source -- are not among them)."""
+    found = set()
+    for item in items(study, stage):
+        for model in study.models:
+            prompt = item.framed(model.prompting)
+            for config in study.decoding:
+                for sample in range(samples or study.samples):
+                    found.add(row_identity(study, stage, model, config, item.id, prompt, sample)[0])
+    return found
 
 
 def count(study: Study, stage: Stage, model: ModelSpec | None = None, samples: int | None = None) -> int:

@@ -88,11 +88,19 @@ class Stage(Protocol):
     def run(self, ctx: RunContext) -> StageResult: ...
 
 
-def prepare(study: Study, store: RunStore, stages: Sequence[Stage], *, require_gpu: bool = False) -> RunContext:
-    """Check everything that can be checked before writing, decide the placement, write study.json."""
+def prepare(study: Study, store: RunStore, stages: Sequence[Stage], *, require_gpu: bool = False,
+            allow_changes: bool = False) -> RunContext:
+    """Check everything that can be checked before writing, decide the placement, write study.json.
+
+    An output written by an earlier store format, or with another version of the study (see
+    `valuelex.store.changes`), is refused unless `allow_changes`: then the new study.json is
+    written and the rows of the changed parts are generated anew beside the old ones, which no
+    longer count.
+    """
     from valuelex.placement import require_gpu_from_env
 
     require_gpu = require_gpu or require_gpu_from_env()
+    check_output(study, store, allow_changes=allow_changes)
     check_stage_systems(stages)
     use_gpu = waves = None
     if any(stage.uses_engines(study) for stage in stages):
@@ -106,6 +114,23 @@ def prepare(study: Study, store: RunStore, stages: Sequence[Stage], *, require_g
         waves = tuple(tuple(wave) for wave in schedule(study, nodes, require_gpu=require_gpu))
     store.write_study(study)
     return RunContext(study=study, store=store, require_gpu=require_gpu, use_gpu=use_gpu, waves=waves)
+
+
+def check_output(study: Study, store: RunStore, *, allow_changes: bool = False) -> None:
+    """Refuse an output of another store format, or one written with a changed study."""
+    from valuelex.store.changes import study_changes
+
+    store.check_format()
+    stored = store.study_document()
+    if stored is None or allow_changes:
+        return
+    changes = study_changes(stored, study.model_dump(mode="json"))
+    if changes:
+        raise StudyError(
+            f"{store.uri}: the study differs from the one this output was written with (study.json):\n  "
+            + "\n  ".join(changes)
+            + "\nrows of the changed parts would be generated anew and the stored ones would no longer count; "
+              "rerun with --allow-changes to accept that, or write to a new --out")
 
 
 def check_stage_systems(stages: Sequence[Stage]) -> None:

@@ -34,6 +34,10 @@ class PromptSelection(Strict):
     def _not_empty(cls, value: Any) -> Any:
         if isinstance(value, list) and not value:
             raise ValueError("must name at least one id, or be 'all'")
+        if isinstance(value, list):
+            twice = sorted({i for i in value if value.count(i) > 1})
+            if twice:  # one id twice would be one row_id for two grid rows: a respondent's answers vanish
+                raise ValueError(f"ids listed more than once: {twice}")
         return value
 
 

@@ -110,6 +110,7 @@ def load_values(run_uri: str, system: str | ValueSystem = "valuelex", judge: str
     store = RunStore(run_uri)
     if not store.exists():
         raise StudyError(f"{run_uri}: no such run (the output root does not exist)")
+    store.check_format()
     resolved = resolve_system(store, system)
     judge, judge_key = choose_judge(store, resolved, judge)
     judgments = conform(store.judgments(resolved, judge_key=judge_key), resolved)

@@ -78,7 +78,7 @@ def construct(study: Study, store: RunStore, *, namer: Namer | None = None, judg
     """Build the study's value taxonomy from its stored elicitation answers; returns a summary."""
     spec: ConstructionSpec = study.construction
     started = time.monotonic()
-    table = store.generation("elicitation").read()
+    table = store.current_rows("elicitation", study)
     if table is None:
         raise ConstructionError(f"{store.uri}: no elicitation results; run the elicitation stage first")
     table = select_rows(table, spec)

@@ -12,11 +12,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from valuelex.construct.lexicon import VARIANTS, normalize_word
+
+if TYPE_CHECKING:
+    from valuelex.spec import Study
 
 PLANTED: dict[str, list[str]] = {
     "competence": ["accuracy", "efficiency", "knowledge", "reliability", "precision", "competence", "expertise",
@@ -160,3 +164,31 @@ def synthetic_elicitation(n_respondents: int, factors: Mapping[str, Sequence[str
                         ("item_id", pa.string()), ("sample", pa.int64()), ("response", pa.string()),
                         ("error", pa.string())])
     return pa.table(cols, schema=schema)
+
+
+def planted_study(table: pa.Table, *, name: str = "synthetic", output: str = "runs/synthetic",
+                  construction: Mapping[str, object] | None = None) -> tuple[Study, pa.Table]:
+    """A study whose grid is exactly the respondents, items and samples of a synthetic table, and the
+    table with that grid's row ids: what a run store holds after eliciting such respondents."""
+    from valuelex import grid
+    from valuelex.instruments import select
+    from valuelex.spec import Study
+
+    rows = table.select(["model", "training", "size_b", "family"]).to_pylist()
+    models = {r["model"]: r for r in rows}
+    configs = sorted(set(table.column("config").to_pylist()))
+    item_ids = sorted(set(table.column("item_id").to_pylist()))
+    study = Study.model_validate({
+        "name": name, "output": output, "samples": int(max(table.column("sample").to_pylist())) + 1,
+        "models": [{"name": m, "source": f"synthetic/{m}", "training": r["training"], "family": r["family"],
+                    "size_b": r["size_b"], "prompting": "chat"} for m, r in models.items()],
+        "decoding": [{"name": c, "temperature": 0.7, "top_p": 0.9} for c in configs],
+        "prompts": {"elicitation": item_ids}, "construction": dict(construction or {}),
+    })
+    specs = {m.name: m for m in study.models}
+    by_config = {c.name: c for c in study.decoding}
+    prompts = {item.id: item.framed("chat") for item in select("elicitation", item_ids)}
+    ids = [grid.row_identity(study, "elicitation", specs[m], by_config[c], i, prompts[i], s)[0]
+           for m, c, i, s in zip(*(table.column(k).to_pylist() for k in ("model", "config", "item_id", "sample")),
+                                 strict=True)]
+    return study, table.set_column(table.schema.get_field_index("row_id"), "row_id", pa.array(ids, pa.string()))

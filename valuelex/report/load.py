@@ -117,10 +117,13 @@ def _part(data: RunData, what: str, read: Callable[[], T]) -> T | None:
 
 
 def _generation(store: RunStore, stage: str, data: RunData) -> tuple[pd.DataFrame | None, int]:
-    """(rows deduplicated per row_id as pandas, stored attempts); (None, 0) when nothing is stored."""
+    """(rows of the current grid deduplicated per row_id as pandas, their stored attempts); (None, 0)
+    when nothing is stored."""
     raw = _part(data, f"table {layout.generation_table(stage)}", store.generation(stage).read_raw)
     if raw is None:
         return None, 0
+    samples = (store.evaluation_summary() or {}).get("samples") if stage == "completion" else None
+    raw = store.current(raw, stage, store.study(), samples if isinstance(samples, int) else None)
     return latest_per_row(raw).to_pandas(), raw.num_rows
 
 

@@ -1,5 +1,6 @@
 """Where everything of a run lives under its output root: the one module that spells a file name.
 
+    store.json                          the store's format (row identity version; see `migrate`)
     study.json                          the spec the run used
     elicitation/ completions/           generation tables (shards; see `valuelex.store.shards`)
     taxonomy[-<label>].json             constructed value systems
@@ -16,6 +17,9 @@ from __future__ import annotations
 
 import re
 
+STORE = "store.json"
+STORE_FORMAT = 2
+"""Format 2: row ids hash the decoding config's name and the study seed (format 1 did not)."""
 STUDY = "study.json"
 SCORES = "scores.parquet"
 EVALUATION = "evaluation.json"

@@ -19,11 +19,17 @@ the system's fingerprint). For a system and a judge, the rows that count are:
    knows its judge's key); else the key ``scores.parquet`` records for (system, judge) -- so what
    is read later is exactly what was scored; else (judged, never scored: a killed run) the key of
    that judge with the most rows;
-2. of completions in the study's current grid: its models, decoding configs and stems, with
-   ``sample`` < M, where M is the caller's ``max_samples``, else the ``samples`` of the last
-   evaluation (``evaluation.json``, adaptive M included), else the study's ``samples``;
+2. of completions in the study's current grid: their row_id is one of the grid's (its models,
+   decoding configs and stems, ``sample`` < M, where M is the caller's ``max_samples``, else the
+   ``samples`` of the last evaluation (``evaluation.json``, adaptive M included), else the study's
+   ``samples``); rows of an earlier version of the study (another seed, other config values or
+   model source) have other row_ids and do not count;
 3. one per completion: a valid judgment wins over an invalid one, else the latest stored row;
    ordered by row_id, so that scores (their bootstrap CIs) do not depend on the shards' names.
+
+Generation rows are served the same way (`current`): only rows of the current grid, and with
+the current study's model metadata (``training``, ``size_b``, ``family``), which is not part of a
+row's identity, so correcting a model's family relabels its rows instead of regenerating them.
 
 The judge, when not named: the last evaluation's judge if it judged the system; else the only
 judge whose key is in ``scores.parquet`` or in the table; several and none named is an error.
@@ -38,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from valuelex.errors import StudyError
@@ -95,7 +102,37 @@ class RunStore:
             return None
 
     def write_study(self, study: Study) -> None:
+        """Publish study.json, and store.json first when the root has none (a new run)."""
+        if self.root.read_json(layout.STORE) is None:
+            self.root.write_json(layout.STORE, {"format": layout.STORE_FORMAT})
         self.root.write_json(layout.STUDY, study.model_dump(mode="json"))
+
+    # --- the store's format -----------------------------------------------------------------------
+
+    def store_format(self) -> int | None:
+        """The format of the stored rows: store.json's; 1 for a run written before store.json
+        existed (a study.json without it); None for a root with no run in it."""
+        document = self.root.read_json(layout.STORE)
+        if document is not None:
+            value = document.get("format")
+            return value if isinstance(value, int) and not isinstance(value, bool) else 0
+        return 1 if self.root.exists(layout.STUDY) else None
+
+    def check_format(self) -> None:
+        """Refuse a run whose rows this version would not recognise (their row_ids differ)."""
+        found = self.store_format()
+        if found is None or found == layout.STORE_FORMAT:
+            return
+        if 0 < found < layout.STORE_FORMAT:
+            raise StudyError(
+                f"{self.uri}: written by an earlier ValueLex (store format {found}; this version's row ids also "
+                f"hash the decoding config's name and the study seed, format {layout.STORE_FORMAT}): convert "
+                f"it with `valuelex migrate {self.uri}`, or write to a new --out")
+        raise StudyError(f"{self.uri}/{layout.STORE}: format: {found!r} is not a store format this version reads "
+                         f"({layout.STORE_FORMAT}); use the ValueLex that wrote it, or a new --out")
+
+    def write_format(self) -> None:
+        self.root.write_json(layout.STORE, {"format": layout.STORE_FORMAT})
 
     # --- tables and files ---------------------------------------------------------------------------
 
@@ -103,8 +140,40 @@ class RunStore:
         return self.root.table(name)
 
     def generation(self, stage: str) -> ShardTable:
-        """The rows of a generation stage: ``elicitation`` or ``completion``."""
+        """The stored rows of a generation stage (``elicitation`` or ``completion``), of every grid."""
         return self.root.table(layout.generation_table(stage))
+
+    def grid_ids(self, stage: str, study: Study, samples: int | None = None) -> set[str]:
+        """The row_ids of a stage's current grid (cached per study and M)."""
+        from valuelex import grid
+
+        key = (stage, study.fingerprint(), samples or study.samples)
+        cache = self.__dict__.setdefault("_grid_ids", {})
+        if key not in cache:
+            cache[key] = grid.row_ids(study, stage, samples)  # type: ignore[arg-type]
+        return cache[key]
+
+    def current(self, table: pa.Table, stage: str, study: Study | None, samples: int | None = None) -> pa.Table:
+        """The rows of `table` (a generation table or judgments of its rows) that belong to the study's
+        current grid, with the study's model metadata; `table` unchanged without a study."""
+        if study is None or table.num_rows == 0 or "row_id" not in table.column_names:
+            return table
+        ids = pa.array(sorted(self.grid_ids(stage, study, samples)), pa.string())
+        table = table.filter(pc.is_in(table.column("row_id"), value_set=ids))
+        if "model" not in table.column_names:
+            return table
+        models = table.column("model").to_pylist()
+        for name, value_of in _METADATA.items():
+            if name in table.column_names:
+                by_model = {m.name: value_of(m) for m in study.models}
+                values = pa.array([by_model.get(m) for m in models], table.schema.field(name).type)
+                table = table.set_column(table.schema.get_field_index(name), name, values)
+        return table
+
+    def current_rows(self, stage: str, study: Study | None, samples: int | None = None) -> pa.Table | None:
+        """A generation stage's rows that count (one per row_id, current grid, current metadata)."""
+        table = self.generation(stage).read()
+        return None if table is None else self.current(table, stage, study, samples)
 
     def replace_table(self, name: str, table: pa.Table) -> None:
         """Make `table` the only content of a shard table: new shards first, then the old ones removed."""
@@ -145,14 +214,14 @@ class RunStore:
         """
         from valuelex.evaluate.judgments import stem_text
 
-        table = self.generation("completion").read()
+        table = self.current_rows("completion", study, max_samples)
         if table is None:
             return pd.DataFrame({name: pd.Series(dtype=object) for name in (*COMPLETION_COLUMNS, "stem")})
         frame = table.select([c for c in COMPLETION_COLUMNS if c in table.column_names]).to_pandas()
         for name in COMPLETION_COLUMNS:
             if name not in frame.columns:
                 frame[name] = None
-        keep = frame["error"].isna() & _in_grid(frame, study, max_samples)
+        keep = frame["error"].isna() & _below(frame, max_samples)
         frame = frame[keep].copy()
         frame["stem"] = [stem_text(i, p) for i, p in zip(frame["item_id"], frame["prompt"], strict=True)]
         return frame.reset_index(drop=True)
@@ -224,12 +293,15 @@ class RunStore:
         if judge_key is None:
             judge, judge_key = self.current_key(system, judge)
         raw = self.judgments_table(system).read_raw()
-        frame = raw.to_pandas() if raw is not None else pd.DataFrame({"row_id": [], "judge_key": [], "valid": []})
-        frame = frame[frame["judge_key"] == judge_key]
         study = study if study is not None else self.study()
         if max_samples is None and study is not None:
             max_samples = (self.evaluation_summary() or {}).get("samples") or study.samples
-        frame = frame[_in_grid(frame, study, max_samples)]
+        if raw is None:
+            frame = pd.DataFrame({"row_id": [], "judge_key": [], "valid": []})
+        else:
+            raw = raw.filter(pc.equal(raw.column("judge_key"), judge_key))
+            frame = self.current(raw, "completion", study, max_samples).to_pandas()
+        frame = frame[_below(frame, max_samples)]
         return _one_per_completion(frame)
 
     def stale_judgments(self, system: str | ValueSystem, counted: pd.DataFrame) -> int:
@@ -339,17 +411,15 @@ def _name(system: str | ValueSystem) -> str:
     return system if isinstance(system, str) else system.name
 
 
-def _in_grid(frame: pd.DataFrame, study: Study | None, max_samples: int | None) -> pd.Series:
-    """Rows of the study's current grid (models, configs, stems) with sample < max_samples."""
-    keep = pd.Series(True, index=frame.index)
-    if study is not None and len(frame):
-        keep &= frame["model"].isin({m.name for m in study.models})
-        keep &= frame["config"].isin({c.name for c in study.decoding})
-        if study.prompts.stems != "all":
-            keep &= frame["item_id"].isin(set(study.prompts.stems))
-    if max_samples is not None and len(frame):
-        keep &= frame["sample"] < max_samples
-    return keep
+_METADATA = {"training": lambda m: m.training.value, "size_b": lambda m: m.size_b, "family": lambda m: m.family}
+"""Model metadata that is not part of a row's identity: served as the current study says."""
+
+
+def _below(frame: pd.DataFrame, max_samples: int | None) -> pd.Series:
+    """Rows with sample < max_samples (all rows when there is no M, e.g. a run without a study)."""
+    if max_samples is None or not len(frame) or "sample" not in frame.columns:
+        return pd.Series(True, index=frame.index)
+    return frame["sample"] < max_samples
 
 
 def _one_per_completion(frame: pd.DataFrame) -> pd.DataFrame:

@@ -24,6 +24,10 @@ GpuOpt = Annotated[
     bool, typer.Option("--require-gpu", help="refuse to run vLLM models on CPU (also VALUELEX_REQUIRE_GPU=1)")
 ]
 OutOpt = Annotated[str | None, typer.Option("--out", help="output root (path or s3://); default: the study's")]
+WaitOpt = Annotated[float, typer.Option(
+    "--wait", metavar="SECONDS", min=0,
+    help="if another command is writing the output, wait up to this long for it (default: refuse at once)",
+)]
 
 
 def user_errors(command: F) -> F:
@@ -56,25 +60,27 @@ def _print(summary: dict) -> None:
     typer.echo(json.dumps(summary, indent=2, default=str))
 
 
-def _stage_summary(study: Path, stage: str, out: str | None, require_gpu: bool, **options: Any) -> dict:
+def _stage_summary(study: Path, command: str, stage: str, out: str | None, require_gpu: bool, wait: float,
+                   **options: Any) -> dict:
     from valuelex.api import run_study
     from valuelex.api import stage as make_stage
 
-    return run_study(study, out, [make_stage(stage, **options)], require_gpu=require_gpu).summary()[stage]
+    return run_study(study, out, [make_stage(stage, **options)], require_gpu=require_gpu, wait=wait,
+                     command=f"valuelex {command}").summary()[stage]
 
 
 @app.command()
 @user_errors
-def elicit(study: StudyArg, out: OutOpt = None, require_gpu: GpuOpt = False) -> None:
+def elicit(study: StudyArg, out: OutOpt = None, require_gpu: GpuOpt = False, wait: WaitOpt = 0.0) -> None:
     """Ask every respondent the elicitation prompts M times; store the answers as Parquet shards."""
-    _print(_stage_summary(study, "elicitation", out, require_gpu))
+    _print(_stage_summary(study, "elicit", "elicitation", out, require_gpu, wait))
 
 
 @app.command()
 @user_errors
-def construct(study: StudyArg, out: OutOpt = None, require_gpu: GpuOpt = False) -> None:
+def construct(study: StudyArg, out: OutOpt = None, require_gpu: GpuOpt = False, wait: WaitOpt = 0.0) -> None:
     """Build the respondents' value taxonomy (taxonomy.json) from the stored elicitation answers."""
-    _print(_stage_summary(study, "construction", out, require_gpu))
+    _print(_stage_summary(study, "construct", "construction", out, require_gpu, wait))
 
 
 SystemOpt = Annotated[
@@ -85,9 +91,10 @@ SystemOpt = Annotated[
 
 @app.command()
 @user_errors
-def evaluate(study: StudyArg, system: SystemOpt = None, out: OutOpt = None, require_gpu: GpuOpt = False) -> None:
+def evaluate(study: StudyArg, system: SystemOpt = None, out: OutOpt = None, require_gpu: GpuOpt = False,
+             wait: WaitOpt = 0.0) -> None:
     """Sentence-completion test: generate completions, judge them, write Eq. 4 scores with CIs."""
-    _print(_stage_summary(study, "evaluation", out, require_gpu, systems=system))
+    _print(_stage_summary(study, "evaluate", "evaluation", out, require_gpu, wait, systems=system))
 
 
 @app.command("judge-check")
@@ -106,20 +113,21 @@ def report(
     out: Annotated[str | None, typer.Option("--out", help="local folder for index.html (default: RUN/report)")] = None,
     embed: Annotated[str, typer.Option(help="figures in the page as svg or png")] = "svg",
     cases: Annotated[int, typer.Option(help="sentence completions per model in the case table")] = 2,
+    wait: WaitOpt = 0.0,
 ) -> None:
     """One self-contained index.html (opens from disk, no network) plus the figure files."""
     from valuelex.api import report as build
 
-    _print(build(run_uri, out, embed=embed, cases=cases))
+    _print(build(run_uri, out, embed=embed, cases=cases, wait=wait))
 
 
 @app.command()
 @user_errors
-def run(study: StudyArg, out: OutOpt = None, require_gpu: GpuOpt = False) -> None:
+def run(study: StudyArg, out: OutOpt = None, require_gpu: GpuOpt = False, wait: WaitOpt = 0.0) -> None:
     """Every stage in order: elicit, construct, evaluate (packaged systems + the new taxonomy), report."""
     from valuelex.api import run_study
 
-    _print(run_study(study, out, require_gpu=require_gpu).summary())
+    _print(run_study(study, out, require_gpu=require_gpu, wait=wait, command="valuelex run").summary())
 
 
 @app.command()
@@ -179,19 +187,32 @@ def compare(
     resamples: Annotated[int, typer.Option(help="bootstrap resamples of the CI")] = 2000,
     seed: Annotated[int, typer.Option(help="seed of the permutations and the bootstrap")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print the rows as JSON")] = False,
+    wait: WaitOpt = 0.0,
 ) -> None:
     """Did fine-tuning move the values? b − a per dimension with CIs, corrected permutation p-values, effect
     sizes and the M needed; written to RUN/comparisons/ and shown in the report."""
-    from valuelex import compare as comparing
-    from valuelex.cli_format import format_comparison, format_trend, summary, written_files
     from valuelex.errors import StudyError
+    from valuelex.store import RunStore
+    from valuelex.store.lock import hold
 
     if groups is None and (a is None or b is None):
         raise StudyError("compare: name two models with --a and --b, or groups with --groups")
     if groups is not None and (a is not None or b is not None):
         raise StudyError("compare: give either --a/--b or --groups, not both")
-    settings: dict[str, Any] = {"judge": judge, "correction": correction, "alpha": alpha, "permutations": permutations,
-                                "resamples": resamples, "seed": seed, "delta": delta, "target_power": target_power}
+    if not RunStore(run_uri).exists():
+        raise StudyError(f"{run_uri}: no such run (the output root does not exist)")
+    with hold(run_uri, "valuelex compare", wait):  # it writes RUN/comparisons/
+        _compare(run_uri, a, b, system, groups, unit, as_json, settings={
+            "judge": judge, "correction": correction, "alpha": alpha, "permutations": permutations,
+            "resamples": resamples, "seed": seed, "delta": delta, "target_power": target_power})
+
+
+def _compare(run_uri: str, a: str | None, b: str | None, system: str, groups: str | None, unit: str | None,
+             as_json: bool, settings: dict[str, Any]) -> None:
+    from valuelex import compare as comparing
+    from valuelex.cli_format import format_comparison, format_trend, summary, written_files
+
+    judge = settings["judge"]
     if groups is not None and groups.strip() == "size-trend":
         frame = comparing.size_trend(run_uri, system, judge=judge)
         text = format_trend(frame)

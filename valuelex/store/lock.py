@@ -171,7 +171,8 @@ class OutputLock:
 
     def acquire(self, wait: float = 0.0, poll_s: float = POLL_S) -> OutputLock:
         """Take the lock, polling up to `wait` seconds while another live writer holds it; else `LockHeld`."""
-        deadline = time.monotonic() + max(wait, 0.0)
+        wait = wait if wait >= 0 else 0.0  # NaN too
+        deadline = time.monotonic() + wait
         told = False
         while True:
             holder = self._try()

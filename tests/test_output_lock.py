@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -265,7 +266,7 @@ def test_ray_start_is_serialised_retried_and_a_failure_is_an_engine_error(monkey
     from valuelex import runtime
 
     calls: list[bool] = []
-    path = Path(__import__("tempfile").gettempdir()) / "valuelex-ray-init.lock"
+    path = Path(tempfile.gettempdir()) / "valuelex-ray-init.lock"
 
     def fake_init(**kwargs: object) -> None:
         with open(path, "a") as handle:  # another process may not start Ray now
@@ -313,7 +314,7 @@ def test_two_elicits_on_one_output_refuse_or_wait_and_generate_no_row_twice(tmp_
 
     with FaultServer(delay=4.0) as server:
         study = write_study(tmp_path, models=[served(server.base_url)], samples=1)
-        first = elicit()
+        first, waiting = elicit(), None
         try:
             wait_until(lambda: (out / ".valuelex.lock").exists() or first.poll() is not None, 60, "the first's lock")
             refused = subprocess.run([sys.executable, "-m", "valuelex.cli", "elicit", str(study), "--out", str(out)],
@@ -323,7 +324,7 @@ def test_two_elicits_on_one_output_refuse_or_wait_and_generate_no_row_twice(tmp_
             first_out, first_err = first.communicate(timeout=180)
             wait_out, wait_err = waiting.communicate(timeout=180)
         finally:
-            for proc in (first, locals().get("waiting")):
+            for proc in (first, waiting):
                 if proc is not None and proc.poll() is None:
                     os.killpg(proc.pid, signal.SIGKILL)
         attempts = sum(server.attempts.values())

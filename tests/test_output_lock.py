@@ -202,17 +202,17 @@ class RecordingStage:
         return StageResult({"rows": 3, "lock_command": holder and holder["command"]})
 
 
-def test_run_study_holds_the_lock_from_before_study_json_to_the_end(tmp_path: Path) -> None:
+def test_run_study_holds_the_lock_from_before_study_json_to_the_end(root: str, tmp_path: Path) -> None:
     from valuelex.api import run_study
 
-    study, out = load_study(write_study(tmp_path)), str(tmp_path / "out")
+    study, out = load_study(write_study(tmp_path)), root
     with OutputLock(out, "valuelex elicit").acquire():
         with pytest.raises(LockHeld, match=r"being written by valuelex elicit"):
             run_study(study, out, [RecordingStage()])
-        assert sorted(p.name for p in Path(out).iterdir()) == [".valuelex.lock"]  # no study.json
+        assert [i.base_name for i in OutputRoot(out).list_dir()] == [".valuelex.lock"]  # no study.json
     result = run_study(study, out, [RecordingStage()], command="valuelex construct")
     assert result.summary()["counting"]["lock_command"] == "valuelex construct"
-    assert stored(out) is None and (Path(out) / "study.json").exists()
+    assert stored(out) is None and OutputRoot(out).exists("study.json")
     with pytest.raises(KeyboardInterrupt):
         run_study(study, out, [RecordingStage(fail=True)])
     assert stored(out) is None  # released on Ctrl-C too

@@ -22,6 +22,7 @@ from valuelex.errors import StudyError
 from valuelex.runner import RunContext, Stage, StageResult, prepare, run_stages
 from valuelex.spec import Study, load_study
 from valuelex.store import RunStore
+from valuelex.store.lock import hold
 
 if TYPE_CHECKING:
     from valuelex.evaluate.systems import ValueSystem
@@ -64,7 +65,7 @@ def stage(name: str, *, systems: Sequence[str | ValueSystem] | None = None, incl
 def run_study(
     study: Study | str | Path, out: str | None = None, stages: Sequence[str | Stage] = STAGES, *,
     systems: Sequence[str | ValueSystem] | None = None, require_gpu: bool = False, report_dir: str | None = None,
-    allow_changes: bool = False,
+    allow_changes: bool = False, wait: float = 0.0, command: str | None = None,
 ) -> RunResult:
     """Run a study's stages in order into `out` (default: the study's ``output``); each resumes.
 
@@ -74,6 +75,10 @@ def run_study(
     packages, the placement of every engine (respondents, judge, namer), with GPUs demanded by
     `require_gpu` (or ``VALUELEX_REQUIRE_GPU=1``). An output written with another version of the
     study is refused unless `allow_changes` (`valuelex.store.changes` says what counts as one).
+
+    One writer at a time: the output's lock (`valuelex.store.lock`) is taken before anything is
+    written and released at the end, on an error too. Another live writer makes it wait up to `wait`
+    seconds, then raise `LockHeld` naming that writer (`command`, e.g. ``valuelex elicit``).
     """
     spec = study if isinstance(study, Study) else load_study(study)
     names = [s if isinstance(s, str) else s.name for s in stages]
@@ -81,8 +86,9 @@ def run_study(
     chosen = [stage(s, systems=systems, include_taxonomy=with_taxonomy, report_dir=report_dir)
               if isinstance(s, str) else s for s in stages]
     store = RunStore(out or spec.output_uri)
-    ctx = prepare(spec, store, chosen, require_gpu=require_gpu, allow_changes=allow_changes)
-    return RunResult(store, run_stages(ctx, chosen))
+    with hold(store.uri, command or f"run_study({', '.join(names)})", wait):
+        ctx = prepare(spec, store, chosen, require_gpu=require_gpu, allow_changes=allow_changes)
+        return RunResult(store, run_stages(ctx, chosen))
 
 
 def open_run(uri: str) -> RunStore:
@@ -95,11 +101,13 @@ def open_run(uri: str) -> RunStore:
     return store
 
 
-def report(run_uri: str, out: str | None = None, *, embed: str = "svg", cases: int = 2) -> dict[str, Any]:
+def report(run_uri: str, out: str | None = None, *, embed: str = "svg", cases: int = 2,
+           wait: float = 0.0) -> dict[str, Any]:
     """Build a run's report (the report stage on a run read back) and record it in the run.
 
     A run root that does not exist is refused before anything is written (a typo in RUN must not
     leave an empty report behind); one that exists but holds little still gets a report with notices.
+    It records itself in the run, so it holds the run's lock as `run_study` does (`wait`: the same).
     """
     from valuelex.report.stage import ReportStage, check_embed
 
@@ -108,5 +116,6 @@ def report(run_uri: str, out: str | None = None, *, embed: str = "svg", cases: i
     if not store.exists():
         raise StudyError(f"{run_uri}: no such run")
     store.check_format()
-    ctx = RunContext(study=store.study(), store=store)
-    return run_stages(ctx, [ReportStage(out=out, embed=embed, cases=cases)])["report"].summary
+    with hold(store.uri, "valuelex report", wait):
+        ctx = RunContext(study=store.study(), store=store)
+        return run_stages(ctx, [ReportStage(out=out, embed=embed, cases=cases)])["report"].summary

@@ -29,6 +29,10 @@ ChangesOpt = Annotated[bool, typer.Option(
                             "decoding values, model source or labels): changed rows are made anew, "
                             "old ones stop counting",
 )]
+WaitOpt = Annotated[float, typer.Option(
+    "--wait", metavar="SECONDS", min=0,
+    help="if another command is writing the output, wait up to this long for it (default: refuse at once)",
+)]
 
 
 def user_errors(command: F) -> F:
@@ -61,29 +65,30 @@ def _print(summary: dict) -> None:
     typer.echo(json.dumps(summary, indent=2, default=str))
 
 
-def _stage_summary(study: Path, stage: str, out: str | None, require_gpu: bool, allow_changes: bool,
+def _stage_summary(study: Path, command: str, stage: str, out: str | None, require_gpu: bool, wait: float,
+                   allow_changes: bool,
                    **options: Any) -> dict:
     from valuelex.api import run_study
     from valuelex.api import stage as make_stage
 
-    result = run_study(study, out, [make_stage(stage, **options)], require_gpu=require_gpu, allow_changes=allow_changes)
-    return result.summary()[stage]
+    return run_study(study, out, [make_stage(stage, **options)], require_gpu=require_gpu, wait=wait,
+                     command=f"valuelex {command}", allow_changes=allow_changes).summary()[stage]
 
 
 @app.command()
 @user_errors
-def elicit(study: StudyArg, out: OutOpt = None, require_gpu: GpuOpt = False, allow_changes: ChangesOpt = False) -> None:
+def elicit(study: StudyArg, out: OutOpt = None, require_gpu: GpuOpt = False, wait: WaitOpt = 0.0,
+           allow_changes: ChangesOpt = False) -> None:
     """Ask every respondent the elicitation prompts M times; store the answers as Parquet shards."""
-    _print(_stage_summary(study, "elicitation", out, require_gpu, allow_changes))
+    _print(_stage_summary(study, "elicit", "elicitation", out, require_gpu, wait, allow_changes))
 
 
 @app.command()
 @user_errors
-def construct(
-    study: StudyArg, out: OutOpt = None, require_gpu: GpuOpt = False, allow_changes: ChangesOpt = False,
-) -> None:
+def construct(study: StudyArg, out: OutOpt = None, require_gpu: GpuOpt = False, wait: WaitOpt = 0.0,
+              allow_changes: ChangesOpt = False) -> None:
     """Build the respondents' value taxonomy (taxonomy.json) from the stored elicitation answers."""
-    _print(_stage_summary(study, "construction", out, require_gpu, allow_changes))
+    _print(_stage_summary(study, "construct", "construction", out, require_gpu, wait, allow_changes))
 
 
 SystemOpt = Annotated[
@@ -94,12 +99,10 @@ SystemOpt = Annotated[
 
 @app.command()
 @user_errors
-def evaluate(
-    study: StudyArg, system: SystemOpt = None, out: OutOpt = None, require_gpu: GpuOpt = False,
-    allow_changes: ChangesOpt = False,
-) -> None:
+def evaluate(study: StudyArg, system: SystemOpt = None, out: OutOpt = None, require_gpu: GpuOpt = False,
+             wait: WaitOpt = 0.0, allow_changes: ChangesOpt = False) -> None:
     """Sentence-completion test: generate completions, judge them, write Eq. 4 scores with CIs."""
-    _print(_stage_summary(study, "evaluation", out, require_gpu, allow_changes, systems=system))
+    _print(_stage_summary(study, "evaluate", "evaluation", out, require_gpu, wait, allow_changes, systems=system))
 
 
 @app.command("judge-check")
@@ -118,30 +121,38 @@ def report(
     out: Annotated[str | None, typer.Option("--out", help="local folder for index.html (default: RUN/report)")] = None,
     embed: Annotated[str, typer.Option(help="figures in the page as svg or png")] = "svg",
     cases: Annotated[int, typer.Option(help="sentence completions per model in the case table")] = 2,
+    wait: WaitOpt = 0.0,
 ) -> None:
     """One self-contained index.html (opens from disk, no network) plus the figure files."""
     from valuelex.api import report as build
 
-    _print(build(run_uri, out, embed=embed, cases=cases))
+    _print(build(run_uri, out, embed=embed, cases=cases, wait=wait))
 
 
 @app.command()
 @user_errors
-def run(study: StudyArg, out: OutOpt = None, require_gpu: GpuOpt = False, allow_changes: ChangesOpt = False) -> None:
+def run(study: StudyArg, out: OutOpt = None, require_gpu: GpuOpt = False, wait: WaitOpt = 0.0,
+        allow_changes: ChangesOpt = False) -> None:
     """Every stage in order: elicit, construct, evaluate (packaged systems + the new taxonomy), report."""
     from valuelex.api import run_study
 
-    _print(run_study(study, out, require_gpu=require_gpu, allow_changes=allow_changes).summary())
+    _print(run_study(study, out, require_gpu=require_gpu, wait=wait, command="valuelex run",
+                     allow_changes=allow_changes).summary())
 
 
 @app.command()
 @user_errors
-def migrate(run_uri: Annotated[str, typer.Argument(metavar="RUN", help="a run's output root (path or s3://)")]) -> None:
+def migrate(
+    run_uri: Annotated[str, typer.Argument(metavar="RUN", help="a run's output root (path or s3://)")],
+    wait: WaitOpt = 0.0,
+) -> None:
     """Convert a run written by an earlier ValueLex to this version's store format (row ids recomputed
     from the stored rows; nothing is generated or judged again)."""
+    from valuelex.store.lock import hold
     from valuelex.store.migrate import migrate as convert
 
-    _print(convert(run_uri))
+    with hold(run_uri, "valuelex migrate", wait):
+        _print(convert(run_uri))
 
 
 @app.command()
@@ -201,19 +212,32 @@ def compare(
     resamples: Annotated[int, typer.Option(help="bootstrap resamples of the CI")] = 2000,
     seed: Annotated[int, typer.Option(help="seed of the permutations and the bootstrap")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print the rows as JSON")] = False,
+    wait: WaitOpt = 0.0,
 ) -> None:
     """Did fine-tuning move the values? b − a per dimension with CIs, corrected permutation p-values, effect
     sizes and the M needed; written to RUN/comparisons/ and shown in the report."""
-    from valuelex import compare as comparing
-    from valuelex.cli_format import format_comparison, format_trend, summary, written_files
     from valuelex.errors import StudyError
+    from valuelex.store import RunStore
+    from valuelex.store.lock import hold
 
     if groups is None and (a is None or b is None):
         raise StudyError("compare: name two models with --a and --b, or groups with --groups")
     if groups is not None and (a is not None or b is not None):
         raise StudyError("compare: give either --a/--b or --groups, not both")
-    settings: dict[str, Any] = {"judge": judge, "correction": correction, "alpha": alpha, "permutations": permutations,
-                                "resamples": resamples, "seed": seed, "delta": delta, "target_power": target_power}
+    if not RunStore(run_uri).exists():
+        raise StudyError(f"{run_uri}: no such run (the output root does not exist)")
+    with hold(run_uri, "valuelex compare", wait):  # it writes RUN/comparisons/
+        _compare(run_uri, a, b, system, groups, unit, as_json, settings={
+            "judge": judge, "correction": correction, "alpha": alpha, "permutations": permutations,
+            "resamples": resamples, "seed": seed, "delta": delta, "target_power": target_power})
+
+
+def _compare(run_uri: str, a: str | None, b: str | None, system: str, groups: str | None, unit: str | None,
+             as_json: bool, settings: dict[str, Any]) -> None:
+    from valuelex import compare as comparing
+    from valuelex.cli_format import format_comparison, format_trend, summary, written_files
+
+    judge = settings["judge"]
     if groups is not None and groups.strip() == "size-trend":
         frame = comparing.size_trend(run_uri, system, judge=judge)
         text = format_trend(frame)

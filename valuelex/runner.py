@@ -175,6 +175,9 @@ def run_stages(ctx: RunContext, stages: Sequence[Stage]) -> dict[str, StageResul
 
     Summaries are redacted before they are recorded or returned. A `StageFailed` stage is recorded
     (its message as ``failed``), then the error is raised and later stages do not run.
+    A record's counts are its own run's: `valuelex.api` holds the output's lock
+    (`valuelex.store.lock`) around `prepare` and these stages, so two writers of one output never
+    interleave (a second one waits or is refused) and neither generates the other's rows again.
     """
     results: dict[str, StageResult] = {}
     redact = ctx.redactor

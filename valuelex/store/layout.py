@@ -11,6 +11,7 @@
     judge_check.json                    judge agreement with human labels
     stages/<stage>.json                 what each stage did (written by the runner)
     report/                             the default report folder
+    .valuelex.lock                      held while a command writes the run (`valuelex.store.lock`)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ STAGES = "stages"
 REPORT = "report"
 JUDGMENTS = "judgments"
 COMPARISONS = "comparisons"
+LOCK = ".valuelex.lock"
 GENERATION_TABLES = {"elicitation": "elicitation", "completion": "completions"}
 TAXONOMY_FILE = re.compile(r"^taxonomy(?:-([A-Za-z0-9][A-Za-z0-9_.\-]*))?\.json$")
 

@@ -51,7 +51,7 @@ def build_judge(study: Study, use_gpu: bool | None = None) -> Any:
         return LLMJudge(spec.judge_model_spec(study), spec, batch_rows=study.shard_rows, use_gpu=use_gpu)
     from valuelex.evaluate.embedding import EmbeddingJudge
 
-    return EmbeddingJudge(spec.embedding_model)
+    return EmbeddingJudge(spec.embedding_model, calibration=spec.embedding_calibration)
 
 
 def judge_pending(

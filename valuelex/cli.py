@@ -132,31 +132,11 @@ def judge_check(
 
         _print(check(labels))
         return
-    from valuelex.evaluate.devset import check_judge, devset_systems
+    from valuelex.evaluate.devset import check_judge, devset_systems, named_judge
     from valuelex.evaluate.systems import load_value_system
 
-    chosen = builtin_judge(judge, study)
+    chosen = named_judge(judge, load_study(study) if study is not None else None)
     _print(check_judge(chosen, [load_value_system(s) for s in (system or devset_systems())], split))
-
-
-def builtin_judge(judge: str, study: Path | None) -> Any:
-    """The judge `--judge` names (see `JudgeOpt`)."""
-    from valuelex.errors import StudyError
-    from valuelex.evaluate.embedding import EmbeddingJudge
-    from valuelex.evaluate.stage import build_judge
-
-    spec = load_study(study) if study is not None else None
-    model = spec.evaluation.embedding_model if spec is not None else None
-    if judge == "embedding":
-        return EmbeddingJudge(model, calibration=spec.evaluation.embedding_calibration if spec else "none")
-    if judge in ("embedding-calibrated", "embedding-uncalibrated"):
-        return EmbeddingJudge(model, calibration="packaged" if judge == "embedding-calibrated" else "none")
-    if judge == "study":
-        if spec is None:
-            raise StudyError("judge-check: --judge study needs --study STUDY")
-        return build_judge(spec)
-    raise StudyError(f"judge-check: --judge: {judge!r} is not embedding, embedding-calibrated, "
-                     "embedding-uncalibrated or study")
 
 
 @app.command("judge-calibrate")

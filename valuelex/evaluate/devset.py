@@ -35,6 +35,7 @@ from valuelex.stats.krippendorff import alpha as krippendorff_alpha
 
 if TYPE_CHECKING:
     from valuelex.evaluate.systems import ValueSystem
+    from valuelex.spec import Study
 
 DEVSET_FILE = "valuelex/data/judge/devset/devset.csv"
 LABELS = {"conflicting": 0, "neutral": 1, "high": 2}
@@ -106,7 +107,8 @@ def completion_rows(labels: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def judge_labels(judge: Any, system: ValueSystem, labels: pd.DataFrame) -> pd.DataFrame:
-    """`labels` with the judge's ``score`` (0..6, NaN when its judgment is invalid) of each labelled pair.
+    """`labels` with the judge's ``score`` (0..6, NaN when its judgment is invalid) of each labelled pair,
+    and ``all_neutral``: whether the judge scored the completion 3 on every dimension.
 
     Any judge with ``judge(completions, system, sink)`` (the embedding and the LLM judge) will do.
     """
@@ -116,6 +118,9 @@ def judge_labels(judge: Any, system: ValueSystem, labels: pd.DataFrame) -> pd.Da
     out = labels.copy()
     out["score"] = [by_id.get(r.id, {}).get(score_column(r.dimension)) for r in labels.itertuples()]
     out["score"] = pd.to_numeric(out["score"], errors="coerce")
+    columns = [score_column(k) for k in system.leaf_keys()]
+    out["all_neutral"] = [bool(by_id.get(r.id, {}).get("valid")) and all(by_id[r.id][c] == 3 for c in columns)
+                          for r in labels.itertuples()]
     return out
 
 
@@ -127,6 +132,28 @@ def summarize(judged: pd.DataFrame) -> dict[str, Any]:
         "overall": metrics(valid["y"], valid["score"]),
         "per_dimension": {d: metrics(g["y"], g["score"]) for d, g in valid.groupby("dimension", sort=True)},
     }
+
+
+JUDGES = ("embedding", "embedding-calibrated", "embedding-uncalibrated", "study")
+
+
+def named_judge(name: str, study: Study | None = None) -> Any:
+    """The judge `valuelex judge-check --judge NAME` means: ``embedding`` (the study's calibration
+    setting, uncalibrated without a study), ``embedding-calibrated``, ``embedding-uncalibrated``, or
+    ``study`` (the study's own judge, e.g. its LLM judge)."""
+    from valuelex.evaluate.embedding import EmbeddingJudge
+    from valuelex.evaluate.stage import build_judge
+
+    model = study.evaluation.embedding_model if study is not None else None
+    if name == "embedding":
+        return EmbeddingJudge(model, calibration=study.evaluation.embedding_calibration if study else "none")
+    if name in ("embedding-calibrated", "embedding-uncalibrated"):
+        return EmbeddingJudge(model, calibration="packaged" if name == "embedding-calibrated" else "none")
+    if name == "study":
+        if study is None:
+            raise StudyError("judge-check: --judge study needs --study STUDY")
+        return build_judge(study)
+    raise StudyError(f"judge-check: --judge: {name!r} is not one of {', '.join(JUDGES)}")
 
 
 def check_judge(judge: Any, systems: list[ValueSystem], split: str = "test") -> dict[str, Any]:

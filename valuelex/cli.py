@@ -146,9 +146,9 @@ def judge_calibrate(
     out: Annotated[Path | None, typer.Option(help="calibration JSON to write (default: the packaged file)")] = None,
 ) -> None:
     """Refit the embedding judge's per-dimension calibration on the development set's calibration half."""
-    from valuelex.evaluate.calibration import refit
     from valuelex.evaluate.devset import devset_systems
     from valuelex.evaluate.embedding import EmbeddingJudge
+    from valuelex.evaluate.refit import refit
     from valuelex.evaluate.systems import load_value_system
 
     _print(refit(EmbeddingJudge(model), [load_value_system(s) for s in devset_systems()], out))

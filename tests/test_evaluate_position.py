@@ -15,7 +15,7 @@ import pytest
 
 from tests.fault_server import FaultServer
 from valuelex.evaluate.config import EvaluationSpec
-from valuelex.evaluate.judgments import JudgeTask
+from valuelex.evaluate.judgments import JudgeTask, is_blank, judgment
 from valuelex.evaluate.llm_judge import LLMJudge, judge_tasks, load_examples, rotated_prefixes
 from valuelex.evaluate.position import disagreement, order_offset, rotate, run_position_check, sample_ids
 from valuelex.evaluate.systems import load_value_system
@@ -130,3 +130,37 @@ def test_position_check_catches_a_judge_that_copies_the_last_example(ray_local, 
     assert part["disagreement_rate"] == (1.0 if biased else 0.0)
     if biased:  # the copied answers follow the rotation: every example's scores appear
         assert len({tuple(r[f"score_{k}"] for k in KEYS) for r in first}) > 1
+
+
+class OrderJudge:
+    """A fake LLM judge whose answer depends only on the example order it is shown."""
+
+    kind, name = "llm", "llm:order"
+
+    def key(self, system):
+        return f"llm:order@{system.fingerprint()}"
+
+    def judge_many(self, tasks, order_variant=0):
+        for task in tasks:
+            scores = dict.fromkeys(task.system.leaf_keys(), 3 + order_variant)
+            task.sink([judgment(c, task.system, judge=self.name, judge_key=self.key(task.system),
+                                scores=None if is_blank(c.get("response")) else scores) for c in task.completions])
+
+
+def test_evaluation_stage_runs_the_check_when_asked_and_stores_it_under_quality(tmp_path, ray_local):
+    from tests.helpers import evaluate_stored, write_study
+    from tests.test_evaluate_stage import fill_completions
+    from valuelex.spec import load_study
+    from valuelex.store import RunStore
+
+    study = load_study(write_study(tmp_path, evaluation={"systems": ["mft"], "bootstrap_resamples": 200,
+                                                          "position_check": True, "position_check_rows": 5}))
+    out = str(tmp_path / "run")
+    fill_completions(study, out, study.samples)
+    summary = evaluate_stored(study, out, OrderJudge())
+    stored = RunStore(out).quality("position_check")
+    assert stored is not None and stored["systems"]["mft"]["completions"] == 5
+    assert summary["position_check"] == {"mft": 1.0}
+    off = load_study(write_study(tmp_path, "off.yaml", evaluation={"systems": ["mft"], "bootstrap_resamples": 200}))
+    fill_completions(off, str(tmp_path / "off-run"), off.samples)
+    assert "position_check" not in evaluate_stored(off, str(tmp_path / "off-run"), OrderJudge())  # off by default

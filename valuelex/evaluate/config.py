@@ -9,6 +9,9 @@ Example::
       bootstrap_resamples: 1000
       ci_level: 0.95
       max_judge_retries: 2
+      embedding_calibration: none     # or packaged: the per-dimension calibration (measured: not better, see
+                                      # docs/benchmarks.md section 6)
+      position_check: true            # LLM judge: disagreement between two few-shot orders -> RUN/quality/
       adaptive: {enabled: true, epsilon: 0.03, start_samples: 2, step: 2, max_samples: 20}
 
 An inline judge model is a `ModelSpec` (from `valuelex.respondents`, below the study spec), so a

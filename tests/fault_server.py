@@ -8,7 +8,8 @@ echoes it (the Authorization header in the error's message and in a response hea
 text after it: what a careless proxy leaks). `replies` maps a prompt to the JSON reply it always
 gets (odd replies: content parts, a number, token counts of 1e30), until the server is `healthy`.
 A stalling reply stops after `stall_s` seconds, when the client leaves, or when the server closes,
-so no test thread hangs.
+so no test thread hangs. `respond` (prompt -> text) writes the content of every good answer: a
+fake judge for tests of the judge prompt.
 The server counts attempts per prompt so tests can check that retries happened and were bounded,
 can answer slowly (`delay`, so a test can act while a run is under way) and records the
 Authorization headers it was sent (so a test can prove an API key was used, and used only here).
@@ -28,13 +29,14 @@ from typing import Any
 class FaultServer:
     def __init__(self, timeout_sleep: float = 3.0, rules: dict[str, str] | None = None, delay: float = 0.0,
                  replies: dict[str, Any] | None = None, stall_s: float = 60.0, always: str | None = None,
-                 echo: str = ""):
+                 echo: str = "", respond: Any = None):
         self.rules = rules or {}  # exact prompt -> "mode:count" (the same as a `fail:` prefix)
         self.replies = replies or {}  # exact prompt -> the JSON body of every reply to it
         self.stall_s = stall_s
         self.closing = threading.Event()
         self.always = always  # a mode for every prompt, e.g. "401" (as `fail:401:always` on each)
         self.echo = echo  # extra text a 401 answer leaks
+        self.respond = respond  # prompt -> content of a good answer (default: "values for <prompt> ...")
         self.attempts: Counter[str] = Counter()
         self.healthy = False  # when True every request succeeds (the operator fixed the endpoint)
         self.timeout_sleep = timeout_sleep
@@ -108,7 +110,7 @@ class FaultServer:
                                       "choices": [{"index": 0, "finish_reason": "stop",
                                                    "message": {"role": "assistant", "content": None}}]})
         else:
-            text = f"values for {prompt} (attempt {attempt})"
+            text = self.respond(prompt) if self.respond else f"values for {prompt} (attempt {attempt})"
             usage = {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}
             if "messages" in body:
                 choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}

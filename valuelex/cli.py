@@ -105,13 +105,53 @@ def evaluate(study: StudyArg, system: SystemOpt = None, out: OutOpt = None, requ
     _print(_stage_summary(study, "evaluate", "evaluation", out, require_gpu, wait, allow_changes, systems=system))
 
 
+JudgeOpt = Annotated[str, typer.Option(
+    "--judge", help="with --builtin: embedding (the study's calibration setting, else uncalibrated), "
+                    "embedding-calibrated, embedding-uncalibrated, or study (the judge of --study, e.g. an LLM judge)",
+)]
+
+
 @app.command("judge-check")
 @user_errors
-def judge_check(labels: Annotated[Path, typer.Argument(help="labels CSV/Parquet: human vs judge scores")]) -> None:
-    """Agreement of a judge with human labels: quadratic weighted kappa, exact and ±1 agreement."""
-    from valuelex.evaluate.agreement import judge_check as check
+def judge_check(
+    labels: Annotated[Path | None, typer.Argument(help="labels CSV/Parquet: human vs judge scores")] = None,
+    builtin: Annotated[bool, typer.Option("--builtin", help="score a judge on the packaged development set")] = False,
+    judge: JudgeOpt = "embedding",
+    study: Annotated[Path | None, typer.Option("--study", help="study whose judge --judge study means")] = None,
+    split: Annotated[str, typer.Option(help="development set half: test, calibration or all")] = "test",
+    system: SystemOpt = None,
+) -> None:
+    """Agreement of a judge with labels: a labels file (QWK, exact and ±1 agreement), or --builtin: the
+    packaged development set (QWK, Krippendorff's alpha, AUC, balanced accuracy on its test half)."""
+    from valuelex.errors import StudyError
 
-    _print(check(labels))
+    if builtin == (labels is not None):
+        raise StudyError("judge-check: give a LABELS file or --builtin, not both and not neither")
+    if labels is not None:
+        from valuelex.evaluate.agreement import judge_check as check
+
+        _print(check(labels))
+        return
+    from valuelex.evaluate.devset import check_judge, devset_systems, named_judge
+    from valuelex.evaluate.systems import load_value_system
+
+    chosen = named_judge(judge, load_study(study) if study is not None else None)
+    _print(check_judge(chosen, [load_value_system(s) for s in (system or devset_systems())], split))
+
+
+@app.command("judge-calibrate")
+@user_errors
+def judge_calibrate(
+    model: Annotated[str | None, typer.Option(help="sentence-transformers model path (default: packaged)")] = None,
+    out: Annotated[Path | None, typer.Option(help="calibration JSON to write (default: the packaged file)")] = None,
+) -> None:
+    """Refit the embedding judge's per-dimension calibration on the development set's calibration half."""
+    from valuelex.evaluate.devset import devset_systems
+    from valuelex.evaluate.embedding import EmbeddingJudge
+    from valuelex.evaluate.refit import refit
+    from valuelex.evaluate.systems import load_value_system
+
+    _print(refit(EmbeddingJudge(model), [load_value_system(s) for s in devset_systems()], out))
 
 
 @app.command()

@@ -9,6 +9,9 @@ Example::
       bootstrap_resamples: 1000
       ci_level: 0.95
       max_judge_retries: 2
+      embedding_calibration: none     # or packaged: the per-dimension calibration (measured: not better, see
+                                      # docs/benchmarks.md section 6)
+      position_check: true            # LLM judge: disagreement between two few-shot orders -> RUN/quality/
       adaptive: {enabled: true, epsilon: 0.03, start_samples: 2, step: 2, max_samples: 20}
 
 An inline judge model is a `ModelSpec` (from `valuelex.respondents`, below the study spec), so a
@@ -60,6 +63,15 @@ class EvaluationSpec(Strict):
     embedding_model: str | None = Field(
         None, description="sentence-transformers model path; default: the packaged all-MiniLM-L6-v2"
     )
+    embedding_calibration: Literal["none", "packaged"] = Field(
+        "none", description="embedding judge: the fixed rule (none) or the per-dimension calibration fitted on the "
+                            "development set (packaged; packaged systems only, see valuelex.evaluate.calibration)",
+    )
+    position_check: bool = Field(
+        False, description="LLM judge: judge a sample of completions again with the few-shot examples in another "
+                           "order and store the disagreement rate under RUN/quality/",
+    )
+    position_check_rows: int = Field(200, ge=1, le=100_000, description="completions per system the check judges")
     bootstrap_resamples: int = Field(1000, ge=50, le=100_000)
     ci_level: float = Field(0.95, gt=0.5, lt=1)
     seed: int = Field(0, ge=0, description="seed of the bootstrap")

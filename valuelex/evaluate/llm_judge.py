@@ -10,6 +10,9 @@ and passed to the engine in the ``json_schema`` column::
 
     {"rationale": "<= 400 characters", "scores": {"<key>": 0..6, ...every leaf key...}}
 
+The few-shot examples are rotated per completion (`valuelex.evaluate.position`): no example
+always stands last, right before the completion, where a small judge copies it.
+
 `parse_answer` is a pure function. An answer it rejects (not JSON, truncated, a missing, unknown or
 out-of-range score, an engine error) is asked again with a new seed up to ``max_judge_retries``
 times; after that the row is kept, invalid, with the reason (``judgments.invalid_reason``).
@@ -32,6 +35,7 @@ import yaml
 from valuelex.engines.base import request_row as engine_request
 from valuelex.errors import StudyError
 from valuelex.evaluate.judgments import JudgeTask, is_blank, judgment
+from valuelex.evaluate.position import order_offset, rotate
 from valuelex.evaluate.systems import ValueSystem
 
 if TYPE_CHECKING:
@@ -146,6 +150,16 @@ def instructions(system: ValueSystem, examples: tuple[Example, ...] = (), keys: 
         for number, example in enumerate(examples, 1))
     return part["prefix"].substitute(system=system.title or system.name, dimensions=dimensions,
                                      scores=", ".join(part["score"].substitute(key=k) for k in keys), examples=shots)
+
+
+def rotated_prefixes(system: ValueSystem, examples: tuple[Example, ...]) -> list[str]:
+    """The `instructions` of every rotation of the examples (index: the offset); one when there are none."""
+    return [instructions(system, rotate(examples, offset)) for offset in range(max(1, len(examples)))]
+
+
+def prefix_for(prefixes: list[str], row_id: str, variant: int = 0) -> str:
+    """The prefix a completion is judged with: the rotation its row id picks (`valuelex.evaluate.position`)."""
+    return prefixes[order_offset(row_id, len(prefixes), variant)]
 
 
 def build_prompt(prefix: str, stem: str, completion: str) -> str:
@@ -300,6 +314,7 @@ class LLMJudge:
             "model": self.model.model_dump(mode="json", include={"name", "source", "engine", "prompting"}),
             "temperature": self.spec.judge_temperature, "max_tokens": self.spec.judge_max_tokens,
             "prompt": instructions(system, load_examples(system)),
+            "example_order": "rotated by row id (valuelex.evaluate.position)",
         }
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
         return f"{self.name}#{digest}@{system.fingerprint()}"
@@ -314,11 +329,12 @@ class LLMJudge:
         """Judge completion rows through the engine, with bounded retries (see `judge_tasks`)."""
         self.judge_many([JudgeTask(system, completions, sink)])
 
-    def judge_many(self, tasks: list[JudgeTask]) -> None:
+    def judge_many(self, tasks: list[JudgeTask], order_variant: int = 0) -> None:
         """Judge several value systems in one engine run per attempt: an engine start is paid once,
-        not once per system (minutes per start for a large judge on GPUs)."""
+        not once per system (minutes per start for a large judge on GPUs). `order_variant` 1 shows
+        the examples in the other order of the position check."""
         judge_tasks(tasks, self._generate, judge=self.name, key=self.key, prompting=self.model.prompting,
-                    spec=self.spec)
+                    spec=self.spec, order_variant=order_variant)
 
 
 def _missing_to_none(value: Any) -> Any:
@@ -361,7 +377,7 @@ class _Item:
 
 def judge_tasks(
     tasks: list[JudgeTask], generate: Callable[[list[dict[str, Any]]], Iterable[list[dict[str, Any]]]],
-    *, judge: str, key: Callable[[ValueSystem], str], prompting: str, spec: EvaluationSpec,
+    *, judge: str, key: Callable[[ValueSystem], str], prompting: str, spec: EvaluationSpec, order_variant: int = 0,
 ) -> None:
     """The judge loop: request, parse, retry the unusable answers with a new seed, keep every row.
 
@@ -377,7 +393,7 @@ def judge_tasks(
     attempts = spec.max_judge_retries + 1
     items: dict[str, _Item] = {}
     for index, task in enumerate(tasks):
-        prefix = instructions(task.system, load_examples(task.system))
+        prefixes = rotated_prefixes(task.system, load_examples(task.system))
         schema_json = json.dumps(answer_schema(task.system))
         judge_key = key(task.system)
         blank = [c for c in task.completions if is_blank(c.get("response"))]
@@ -387,6 +403,7 @@ def judge_tasks(
         for completion in task.completions:
             if not is_blank(completion.get("response")):
                 request_id = completion["row_id"] if len(tasks) == 1 else f"{index}:{completion['row_id']}"
+                prefix = prefix_for(prefixes, completion["row_id"], order_variant)
                 items[request_id] = _Item(task, completion, prefix, schema_json, judge_key)
 
     def given_up(item: _Item, tried: int = attempts) -> dict[str, Any]:

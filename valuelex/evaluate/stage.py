@@ -51,7 +51,7 @@ def build_judge(study: Study, use_gpu: bool | None = None) -> Any:
         return LLMJudge(spec.judge_model_spec(study), spec, batch_rows=study.shard_rows, use_gpu=use_gpu)
     from valuelex.evaluate.embedding import EmbeddingJudge
 
-    return EmbeddingJudge(spec.embedding_model)
+    return EmbeddingJudge(spec.embedding_model, calibration=spec.embedding_calibration)
 
 
 def judge_pending(
@@ -190,6 +190,11 @@ def evaluate(ctx: RunContext, systems: list[ValueSystem], judge: Any, *, generat
         samples = study.samples
         scores = judge_all(samples)
     store.write_scores(scores)
+    position = None
+    if spec.position_check and getattr(judge, "kind", "") == "llm":
+        from valuelex.evaluate.position import run_position_check
+
+        position = run_position_check(store, study, systems, judge, samples=samples, rows=spec.position_check_rows)
     summary = {
         "study": study.name, "out": store.uri, "judge": judge.name, "samples": samples, "adaptive": adaptive,
         "systems": per_system, "scores_file": f"{store.uri}/{layout.SCORES}",
@@ -197,6 +202,8 @@ def evaluate(ctx: RunContext, systems: list[ValueSystem], judge: Any, *, generat
             scores["model"]).first().sum()) for s in systems},
         "seconds": round(time.monotonic() - started, 2),
     }
+    if position is not None:
+        summary["position_check"] = {name: part.get("disagreement_rate") for name, part in position["systems"].items()}
     store.write_evaluation_summary(summary)
     parts = {"completion": {"started": completion_started, **completion.summary()}} if generate else {}
     return StageResult(summary, parts=parts)

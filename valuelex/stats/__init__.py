@@ -7,6 +7,7 @@
 - `multiple`: Holm and Benjamini–Hochberg adjusted p-values;
 - `power_analysis`: variance components of paired cell differences, the power of the test, M / stems /
   models needed;
+- `krippendorff`: Krippendorff's alpha (nominal, ordinal, interval), missing values allowed;
 - `trend`: the OLS slope of w on log10(size) with its t interval.
 
 Pure functions of arrays: no store, no files. `valuelex.compare` applies them to a run's judgments.

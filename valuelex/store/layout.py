@@ -9,6 +9,7 @@
     scores.parquet  evaluation.json     Eq. 4 scores; the last evaluation's summary
     comparisons/<name>.parquet          `valuelex compare` results
     judge_check.json                    judge agreement with human labels
+    quality/<check>.json                quality checks of the measurement (e.g. the judge's position bias)
     stages/<stage>.json                 what each stage did (written by the runner)
     report/                             the default report folder
     .valuelex.lock                      held while a command writes the run (`valuelex.store.lock`)
@@ -29,6 +30,7 @@ STAGES = "stages"
 REPORT = "report"
 JUDGMENTS = "judgments"
 COMPARISONS = "comparisons"
+QUALITY = "quality"
 LOCK = ".valuelex.lock"
 GENERATION_TABLES = {"elicitation": "elicitation", "completion": "completions"}
 TAXONOMY_FILE = re.compile(r"^taxonomy(?:-([A-Za-z0-9][A-Za-z0-9_.\-]*))?\.json$")
@@ -59,3 +61,7 @@ def construction_tables(label: str | None = None) -> str:
 
 def comparison_file(name: str) -> str:
     return f"{COMPARISONS}/{name}.parquet"
+
+
+def quality_file(check: str) -> str:
+    return f"{QUALITY}/{check}.json"

@@ -205,6 +205,13 @@ class RunStore:
     def judge_check(self) -> dict[str, Any] | None:
         return self.root.read_json(layout.JUDGE_CHECK)
 
+    def quality(self, check: str) -> dict[str, Any] | None:
+        """A stored quality check (e.g. ``position_check``), or None."""
+        return self.root.read_json(layout.quality_file(check))
+
+    def write_quality(self, check: str, document: dict[str, Any]) -> None:
+        self.root.write_json(layout.quality_file(check), document)
+
     # --- completions to judge ---------------------------------------------------------------------
 
     def completions(self, study: Study | None = None, *, max_samples: int | None = None) -> pd.DataFrame:

@@ -9,6 +9,8 @@
     scores.parquet  evaluation.json     Eq. 4 scores; the last evaluation's summary
     comparisons/<name>.parquet          `valuelex compare` results
     judge_check.json                    judge agreement with human labels
+    quality/<table>.parquet             reliability: components, coefficients, dstudy, consistency, judge,
+                                        verdicts (`valuelex.quality`)
     stages/<stage>.json                 what each stage did (written by the runner)
     report/                             the default report folder
     .valuelex.lock                      held while a command writes the run (`valuelex.store.lock`)
@@ -29,6 +31,8 @@ STAGES = "stages"
 REPORT = "report"
 JUDGMENTS = "judgments"
 COMPARISONS = "comparisons"
+QUALITY = "quality"
+QUALITY_TABLES = ("components", "coefficients", "dstudy", "consistency", "judge", "verdicts")
 LOCK = ".valuelex.lock"
 GENERATION_TABLES = {"elicitation": "elicitation", "completion": "completions"}
 TAXONOMY_FILE = re.compile(r"^taxonomy(?:-([A-Za-z0-9][A-Za-z0-9_.\-]*))?\.json$")
@@ -59,3 +63,10 @@ def construction_tables(label: str | None = None) -> str:
 
 def comparison_file(name: str) -> str:
     return f"{COMPARISONS}/{name}.parquet"
+
+
+def quality_file(table: str) -> str:
+    """``quality/<table>.parquet``, one of `QUALITY_TABLES` (the reliability stage's outputs)."""
+    if table not in QUALITY_TABLES:
+        raise ValueError(f"quality table: {table!r} is not one of {', '.join(QUALITY_TABLES)}")
+    return f"{QUALITY}/{table}.parquet"

@@ -406,6 +406,18 @@ class RunStore:
         self.root.write_parquet(layout.comparison_file(name), table)
         return f"{self.uri}/{layout.comparison_file(name)}"
 
+    # --- reliability (valuelex.quality) -------------------------------------------------------------
+
+    def quality(self, table: str) -> pd.DataFrame | None:
+        """A reliability table (``quality/<table>.parquet``, see `layout.QUALITY_TABLES`), None before the stage ran."""
+        stored = self.root.read_parquet(layout.quality_file(table))
+        return None if stored is None else stored.to_pandas()
+
+    def write_quality(self, table: str, frame: pd.DataFrame) -> str:
+        """Publish ``quality/<table>.parquet``; returns its URI."""
+        self.root.write_parquet(layout.quality_file(table), pa.Table.from_pandas(frame, preserve_index=False))
+        return f"{self.uri}/{layout.quality_file(table)}"
+
 
 def _name(system: str | ValueSystem) -> str:
     return system if isinstance(system, str) else system.name

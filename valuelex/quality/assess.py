@@ -88,7 +88,7 @@ def _persons(values: pd.DataFrame, key: str) -> tuple[np.ndarray, str, list[str]
     return complete.to_numpy(dtype=float), label, notes
 
 
-def assess(values: pd.DataFrame, system: ValueSystem, *, resamples: int = 1000, omega_resamples: int = 100,
+def assess(values: pd.DataFrame, system: ValueSystem, *, resamples: int = 1000, omega_resamples: int = 200,
            seed: int = 0) -> dict[str, pd.DataFrame]:
     """Every reliability table of one system (see the module docstring)."""
     components, coefficients, dstudy, consistency = [], [], [], []

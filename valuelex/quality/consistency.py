@@ -10,7 +10,11 @@ a person's item score is the mean φ of its completions of that stem.
   loadings λ from a one-factor minimum-residual fit of the item correlations (factor_analyzer),
   ω = (Σ λ)² / ((Σ λ)² + Σ (1 - λ²)). It needs more persons than items (else the correlation
   matrix is singular and a notice says so).
-- Bootstrap CIs of both: persons resampled with replacement, percentile interval.
+- Bootstrap CIs of both: persons resampled with replacement, percentile interval. Omega's resamples
+  are fitted by iterated principal axes (`one_factor_loadings`), vectorised over resamples: at
+  convergence it minimises the same unweighted least squares as minres (Harman 1976, ch. 8), and a
+  test holds it to factor_analyzer's minres loadings; one minres fit per resample would cost
+  ~0.7 s at 50 stems.
 - Split-half over samples (test-retest within a run): per respondent, the mean over stems of the
   odd-index samples and of the even-index samples; r = their Pearson correlation across
   respondents; Spearman-Brown ρ = 2r / (1 + r) (Brown 1910; Spearman 1910).
@@ -76,6 +80,30 @@ def omega_total(x: np.ndarray) -> float:
     return omega_from_loadings(np.clip(lam, -1, 1))
 
 
+def one_factor_loadings(corr: np.ndarray, iterations: int = 200, tol: float = 1e-7) -> np.ndarray:
+    """One-factor loadings of correlation matrices (..., k, k) by iterated principal axes (ULS).
+
+    Communalities start at the squared multiple correlations' stand-in max |r| and are replaced by
+    λ² each step (clipped below 1, a Heywood case otherwise); the sign makes Σλ >= 0.
+    """
+    corr = np.asarray(corr, dtype=float)
+    k = corr.shape[-1]
+    off = corr - np.eye(k) * corr
+    h2 = np.abs(off).max(axis=-1)
+    eye = np.eye(k, dtype=bool)
+    for _ in range(iterations):
+        reduced = np.where(eye, h2[..., None, :] * np.eye(k), corr)
+        vals, vecs = np.linalg.eigh(reduced)
+        lam = vecs[..., -1] * np.sqrt(np.clip(vals[..., -1], 0, None))[..., None]
+        new = np.clip(lam ** 2, 0, 0.995)
+        if np.max(np.abs(new - h2)) < tol:
+            h2 = new
+            break
+        h2 = new
+    sign = np.where(lam.sum(axis=-1, keepdims=True) < 0, -1.0, 1.0)
+    return lam * sign
+
+
 def _too_small(x: np.ndarray, what: str, need_more_persons: bool = False) -> list[str]:
     n, k = x.shape
     if k < 2:
@@ -107,7 +135,7 @@ def alpha_estimate(x: np.ndarray, rng: np.random.Generator, resamples: int = 100
 
 
 def omega_estimate(x: np.ndarray, rng: np.random.Generator, resamples: int = 200, level: float = 0.95) -> Estimate:
-    """Omega total with a percentile bootstrap CI over persons (one factor fit per resample)."""
+    """Omega total (minres) with a percentile bootstrap CI over persons (iterated principal axes per resample)."""
     x = np.asarray(x, dtype=float)
     notes = _too_small(x, "omega", need_more_persons=True)
     if notes:
@@ -115,12 +143,16 @@ def omega_estimate(x: np.ndarray, rng: np.random.Generator, resamples: int = 200
     if (x.var(axis=0) == 0).any():
         return Estimate(notices=["omega: a stem has the same score for every person: correlations undefined"])
     value = omega_total(x)
-    boot = []
-    for _ in range(resamples):
-        sample = x[rng.integers(0, x.shape[0], size=x.shape[0])]
-        if (sample.var(axis=0) > 0).all():
-            boot.append(omega_total(sample))
-    boot_a = np.asarray(boot, dtype=float)
+    samples = x[rng.integers(0, x.shape[0], size=(resamples, x.shape[0]))]
+    usable = samples[(samples.var(axis=1) > 0).all(axis=1)]
+    boot_a = np.array([])
+    if len(usable):
+        centred = usable - usable.mean(axis=1, keepdims=True)
+        cov = np.einsum("bni,bnj->bij", centred, centred)
+        sd = np.sqrt(np.einsum("bii->bi", cov))
+        lam = one_factor_loadings(cov / sd[:, :, None] / sd[:, None, :])
+        common = lam.sum(axis=-1) ** 2
+        boot_a = common / (common + (1 - lam ** 2).sum(axis=-1))
     boot_a = boot_a[np.isfinite(boot_a)]
     low, high = (np.quantile(boot_a, [(1 - level) / 2, (1 + level) / 2]) if boot_a.size else (np.nan, np.nan))
     return Estimate(float(value), float(low), float(high))

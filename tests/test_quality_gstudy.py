@@ -85,7 +85,9 @@ def test_d_study_counts_reach_the_target_and_no_fewer() -> None:
         n = gstudy.needed(fit, facet, "G")
         if n is None:
             continue
-        at = (lambda k: fit.coefficients({key: k})[0]) if key else (lambda k: fit.coefficients(samples=k)[0])
+        def at(k: int, key: str | None = key) -> float:
+            return fit.coefficients({key: k})[0] if key else fit.coefficients(samples=k)[0]
+
         assert at(n) >= 0.8 and (n == 1 or at(n - 1) < 0.8)
     # samples alone cannot beat the stem and config error: with σ²(model×stem) huge, M never reaches 0.8
     noisy = gstudy.estimate(planted_array((6, 5, 2, 3), {"model": 0.001, "model×stem": 0.05, "residual": 0.01},

@@ -45,11 +45,11 @@ def _g_rows(system: ValueSystem, dim_key: str, dim_name: str, y: np.ndarray | No
     if y.shape[0] < 2:
         notes.append("one model: G and Phi measure differences between models (2 or more models make them "
                      "computable)")
+    g = gstudy.estimate(y)
+    notes += g.notices
     if np.nanvar(y) == 0:
         notes.append("every judgment of this dimension is equal: there is no variance to analyse")
         return [], {**coef, "notice": _join(notes)}, []
-    g = gstudy.estimate(y)
-    notes += g.notices
     comps = [{**base, **row} for row in g.table().to_dict("records")]
     big_g, phi = g.coefficients()
     coef.update(G=big_g, Phi=phi, n_negative=g.n_negative)

@@ -66,16 +66,23 @@ def omega_from_loadings(loadings: np.ndarray, uniquenesses: np.ndarray | None = 
 
 
 def omega_total(x: np.ndarray) -> float:
-    """ω total of a one-factor minres fit of the item correlations of a (persons, items) matrix."""
+    """ω total of a one-factor minres fit of the item correlations of a (persons, items) matrix.
+
+    Singular correlations (two stems scored alike by everyone) stop factor_analyzer's start values
+    (squared multiple correlations need R⁻¹); then the iterated principal axes give the same ULS fit.
+    """
     from factor_analyzer import FactorAnalyzer
 
     x = np.asarray(x, dtype=float)
     corr = np.corrcoef(x, rowvar=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fa = FactorAnalyzer(n_factors=1, rotation=None, method="minres", is_corr_matrix=True)
-        fa.fit(corr)
-    lam = fa.loadings_[:, 0]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fa = FactorAnalyzer(n_factors=1, rotation=None, method="minres", is_corr_matrix=True)
+            fa.fit(corr)
+        lam = fa.loadings_[:, 0]
+    except (np.linalg.LinAlgError, ValueError):  # singular correlations (duplicate stems): minres needs R^-1
+        lam = one_factor_loadings(corr)
     lam = lam if lam.sum() >= 0 else -lam
     return omega_from_loadings(np.clip(lam, -1, 1))
 

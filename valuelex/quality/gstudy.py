@@ -201,8 +201,10 @@ def curve(g: GStudy, facet: str, counts: np.ndarray) -> pd.DataFrame:
 def balanced(values: pd.DataFrame, column: str) -> tuple[np.ndarray | None, dict[str, int], list[str]]:
     """A balanced (model, stem, config, sample) array of one dimension column of `dimension_values` rows.
 
-    Keeps stems where every (model, config) cell has a value, and the first n_m valid samples of each
-    cell, n_m the smallest cell count. Returns the array (None when nothing balanced is left), what
+    Keeps stems where every (model, config) cell has at least n_m values, and the first n_m valid
+    samples of each cell; n_m is the count that keeps the most values (n_m x stems kept; ties: the
+    larger n_m), so one cell with a single valid sample does not cost every other cell its second.
+    Returns the array (None when nothing balanced is left), what
     was dropped, and notices.
     """
     frame = values[["model", "item_id", "config", "sample", column]].dropna(subset=[column])
@@ -219,7 +221,11 @@ def balanced(values: pd.DataFrame, column: str) -> tuple[np.ndarray | None, dict
     frame = frame[frame["item_id"].isin(full)]
     if frame.empty:
         return None, dropped, ["no stem has a valid judgment in every model x config cell"]
-    n_m = int(counts[counts.index.get_level_values("item_id").isin(full)].min())
+    smallest = counts[counts.index.get_level_values("item_id").isin(full)].groupby(level="item_id").min()
+    n_m = max(range(1, int(smallest.max()) + 1), key=lambda m: (m * int((smallest >= m).sum()), m))
+    full = smallest[smallest >= n_m].index
+    dropped["stems"] = len(levels["stem"]) - len(full)
+    frame = frame[frame["item_id"].isin(full)]
     dropped["values"] = int((frame["rep"] >= n_m).sum())
     frame = frame[frame["rep"] < n_m]
     stems = sorted(full.astype(str))

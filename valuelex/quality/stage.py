@@ -122,6 +122,26 @@ def _judge_rows(judged: pd.DataFrame, system: ValueSystem, spec: ReliabilitySpec
     return rows
 
 
+def _system(store: Any, study: Study | None, name: str) -> ValueSystem | None:
+    """A judged system by name: packaged, a taxonomy of the run, or a file the study names."""
+    from valuelex.compare.load import resolve_system
+    from valuelex.errors import StudyError
+    from valuelex.evaluate.systems import load_value_system
+
+    try:
+        return resolve_system(store, name)
+    except StudyError:
+        pass
+    for entry in study.evaluation.systems if study is not None else []:
+        try:
+            loaded = load_value_system(entry)
+        except (StudyError, OSError):
+            continue
+        if loaded.name == name:
+            return loaded
+    return None
+
+
 @dataclass(frozen=True)
 class ReliabilityStage:
     """The reliability stage; `rejudge` / `score_controls` replace the study judge's second pass / controls.
@@ -160,7 +180,7 @@ class ReliabilityStage:
         scores = store.current_scores()
         notices = []
         for name in self.systems or store.judged_systems():
-            system = store.value_system(name)
+            system = _system(store, ctx.study, name)
             if system is None:
                 notices.append(f"{name}: value system not found in the run: skipped")
                 continue

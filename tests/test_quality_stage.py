@@ -157,3 +157,34 @@ def test_all_equal_judgments_and_one_stem() -> None:
     tables = assess(one_stem, system, resamples=50, omega_resamples=5)
     assert tables["consistency"]["notice"].str.contains("2 or more stems").all()
     assert tables["coefficients"]["notice"].str.contains("one stem").all()
+
+
+def test_report_puts_the_reliability_section_first(run: str, tmp_path: Path) -> None:
+    from valuelex.report.stage import build_report
+
+    store = RunStore(run)
+    if store.quality("verdicts") is None:
+        run_stages(RunContext(store.study(), store), [ReliabilityStage(rejudge=shaky_second_pass,
+                                                                       score_controls=always_three)])
+    summary = build_report(run, str(tmp_path / "report"))
+    assert list(summary["sections"])[0] == "reliability" and summary["sections"]["reliability"] == "ok"
+    for fig in ("fig-variance-valuelex", "fig-dstudy-mft"):
+        assert fig in summary["figures"]
+    page = Path(summary["index"]).read_text(encoding="utf-8")
+    assert page.index("Can these scores be trusted?") < page.index("Value evaluation")
+    for table in ("table-verdicts-valuelex", "table-verdict-reasons-mft", "table-gstudy-valuelex",
+                  "table-consistency-mft", "table-judge-valuelex"):
+        assert f'id="{table}"' in page
+    assert ">nan<" not in page.lower()
+
+
+def test_report_without_the_stage_says_how_to_get_it(tmp_path: Path) -> None:
+    from valuelex.report.stage import build_report
+
+    out = str(tmp_path / "bare")
+    write_run(out, Study.model_validate(study_dict(models=[("solo", 7, "aligned", "fam", "chat")],
+                                                   stems=["s01", "s13"], systems=("mft",))))
+    summary = build_report(out, str(tmp_path / "report"))
+    assert summary["sections"]["reliability"] == "missing"
+    assert any(n["id"] == "notice-reliability-missing" and "valuelex reliability RUN" in n["text"]
+               for n in summary["notices"])

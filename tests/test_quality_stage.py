@@ -167,7 +167,7 @@ def test_report_puts_the_reliability_section_first(run: str, tmp_path: Path) -> 
         run_stages(RunContext(store.study(), store), [ReliabilityStage(rejudge=shaky_second_pass,
                                                                        score_controls=always_three)])
     summary = build_report(run, str(tmp_path / "report"))
-    assert list(summary["sections"])[0] == "reliability" and summary["sections"]["reliability"] == "ok"
+    assert next(iter(summary["sections"])) == "reliability" and summary["sections"]["reliability"] == "ok"
     for fig in ("fig-variance-valuelex", "fig-dstudy-mft"):
         assert fig in summary["figures"]
     page = Path(summary["index"]).read_text(encoding="utf-8")
@@ -188,3 +188,19 @@ def test_report_without_the_stage_says_how_to_get_it(tmp_path: Path) -> None:
     assert summary["sections"]["reliability"] == "missing"
     assert any(n["id"] == "notice-reliability-missing" and "valuelex reliability RUN" in n["text"]
                for n in summary["notices"])
+
+
+def test_reliability_settings_validate_and_keep_old_fingerprints() -> None:
+    from valuelex.errors import StudyError
+    from valuelex.spec import fingerprint_of
+
+    study = Study.model_validate(study_dict())
+    dump = study.model_dump(mode="json")
+    assert study.reliability.rejudge == 200
+    assert study.fingerprint() == fingerprint_of({k: v for k, v in dump.items() if k != "reliability"})
+    changed = Study.model_validate(study_dict() | {"reliability": {"rejudge": 10}})
+    assert changed.fingerprint() != study.fingerprint()
+    with pytest.raises((StudyError, ValueError)):
+        Study.model_validate(study_dict() | {"reliability": {"rejudge": -1}})
+    with pytest.raises((StudyError, ValueError)):
+        Study.model_validate(study_dict() | {"reliability": {"rejudg": 10}})

@@ -124,7 +124,13 @@ class Study(Strict):
 
 
 def fingerprint_of(document: dict[str, Any]) -> str:
-    """The fingerprint of a study's JSON dump (study.json): `Study.fingerprint` without validating it."""
+    """The fingerprint of a study's JSON dump (study.json): `Study.fingerprint` without validating it.
+
+    ``reliability`` (added later) counts only when it differs from its defaults, so a study that
+    leaves it alone keeps the fingerprint it had before (taxonomies record it).
+    """
+    if document.get("reliability") == ReliabilitySpec().model_dump(mode="json"):
+        document = {k: v for k, v in document.items() if k != "reliability"}
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import NullLocator
 
 from valuelex.report.figures import (
     FigureWriter,
@@ -71,6 +72,9 @@ def dstudy_figure(dstudy: pd.DataFrame) -> tuple[Any, str]:
             ax.plot(rows["n"], rows["G"], marker="o", markersize=3, color=color(i), label=dim)
         ax.axhline(0.8, color="#777777", linestyle="--", linewidth=0.8)
         ax.set_xscale("log")
+        ticks = sorted(set(part["n"].astype(int)))
+        ax.set_xticks(ticks, [str(t) for t in ticks])  # plain labels: the report turns mathtext off
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("samples M" if facet == "sample" else "stems")
         ax.set_ylim(0, 1)
     axes[0].set_ylabel("G (relative)")

@@ -55,6 +55,10 @@ def _g_rows(system: ValueSystem, dim_key: str, dim_name: str, y: np.ndarray | No
     coef.update(G=big_g, Phi=phi, n_negative=g.n_negative)
     if g.n_negative:
         notes.append(f"{g.n_negative} negative variance estimate(s) set to 0")
+    if "model" in g.facets and g.components[("model",)] == 0:
+        notes.append("σ²(model) is estimated 0: the models do not differ beyond error on this dimension, so G = 0")
+    if y.shape[0] == 2:
+        notes.append("2 models: σ²(model) rests on 1 degree of freedom (more models make G steadier)")
     if "model" in g.facets and np.isfinite(big_g):
         for which in ("G", "Phi"):
             coef[f"stems_for_{which}"] = gstudy.needed(g, "stem", which)

@@ -137,6 +137,8 @@ def test_cli_and_degenerate_runs(tmp_path: Path) -> None:
     assert consistency["notice"].str.contains("rank stability across configs needs 2 or more configs").all()
     verdicts = RunStore(out).quality("verdicts")
     assert (verdicts["verdict"] == "doubtful").all() and verdicts["reason"].str.contains("G not computable").all()
+    wrong = CliRunner().invoke(app, ["reliability", out, "--no-judge", "--system", "schwartz"])
+    assert wrong.exit_code == 2 and "'schwartz' not judged" in wrong.output and "judged: mft" in wrong.output
     missing = CliRunner().invoke(app, ["reliability", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "no such run" in missing.output
 

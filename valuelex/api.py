@@ -139,7 +139,7 @@ def reliability(run_uri: str, systems: Sequence[str] | None = None, *, wait: flo
         raise StudyError(f"{run_uri}: no such run")
     store.check_format()
     with hold(store.uri, "valuelex reliability", wait):
-        stage_ = ReliabilityStage(systems=tuple(systems) if systems else None, build_judges=build_judges)
+        stage_ = ReliabilityStage(system_names=tuple(systems) if systems else None, build_judges=build_judges)
         study = store.study()
         ctx = RunContext(study=study, store=store)
         if study is not None and stage_.uses_engines(study):

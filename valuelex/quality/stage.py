@@ -146,13 +146,14 @@ def _system(store: Any, study: Study | None, name: str) -> ValueSystem | None:
 class ReliabilityStage:
     """The reliability stage; `rejudge` / `score_controls` replace the study judge's second pass / controls.
 
-    `build_judges=False` runs no judge at all (only the figures from stored judgments).
+    `build_judges=False` runs no judge at all (only the figures from stored judgments);
+    `system_names` limits it to those judged systems (default: every one).
     """
 
     rejudge: Rejudge | None = None
     score_controls: ScoreTexts | None = None
     build_judges: bool = True
-    systems: tuple[str, ...] | None = None
+    system_names: tuple[str, ...] | None = None  # not `systems`: the runner loads those as files or packages
     name: str = "reliability"
 
     def uses_engines(self, study: Study) -> bool:
@@ -179,7 +180,14 @@ class ReliabilityStage:
         frames: dict[str, list[pd.DataFrame]] = {}
         scores = store.current_scores()
         notices = []
-        for name in self.systems or store.judged_systems():
+        judged_names = store.judged_systems()
+        unknown = [n for n in self.system_names or () if n not in judged_names]
+        if unknown:
+            from valuelex.errors import StudyError
+
+            raise StudyError(f"--system: {', '.join(map(repr, unknown))} not judged in {store.uri} "
+                             f"(judged: {', '.join(judged_names) or 'none'})")
+        for name in self.system_names or judged_names:
             system = _system(store, ctx.study, name)
             if system is None:
                 notices.append(f"{name}: value system not found in the run: skipped")

@@ -77,7 +77,10 @@ def test_stage_writes_every_table(run: str) -> None:
     consistency = store.quality("consistency")
     assert consistency["persons"].eq("model×config").all()  # 14 respondents: enough to be persons
     assert consistency["alpha"].notna().any()
-    assert stage.name == "reliability" and "reliability" in __import__("valuelex.api").api.STAGES
+    from valuelex import api
+
+    assert api.STAGES.index("reliability") == api.STAGES.index("evaluation") + 1
+    assert isinstance(api.stage("reliability"), ReliabilityStage)
 
 
 def test_rejudge_subset_is_seeded_and_bounded(run: str) -> None:

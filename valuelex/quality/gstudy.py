@@ -100,17 +100,16 @@ def anova_components(y: np.ndarray, facets: tuple[str, ...]) -> tuple[dict[tuple
     k = len(facets)
     sizes = y.shape[-k - 1:-1]
     n_m = y.shape[-1]
-    axes = tuple(range(y.ndim - k - 1, y.ndim - 1))
+    axes = tuple(range(y.ndim - k - 1, y.ndim - 1))  # the facet axes, the same in y and in `cell`
     cell = y.mean(axis=-1)
-    caxes = tuple(a for a in axes)  # same positions in `cell` (the replicate axis is gone)
     subsets = [s for r in range(k + 1) for s in combinations(range(k), r)]
-    margin = {s: cell.mean(axis=tuple(caxes[i] for i in range(k) if i not in s), keepdims=True) if len(s) < k
+    margin = {s: cell.mean(axis=tuple(axes[i] for i in range(k) if i not in s), keepdims=True) if len(s) < k
               else cell for s in subsets}
     ms: dict[tuple[int, ...], np.ndarray] = {}
     for alpha in subsets[1:]:
         effect = sum((-1) ** (len(alpha) - len(g)) * margin[g] for g in subsets if set(g) <= set(alpha))
         other = int(np.prod([sizes[i] for i in range(k) if i not in alpha]))
-        ss = n_m * other * (effect ** 2).sum(axis=caxes)
+        ss = n_m * other * (effect ** 2).sum(axis=axes)
         df = int(np.prod([sizes[i] - 1 for i in alpha]))
         ms[alpha] = ss / df
     residual = None

@@ -27,7 +27,7 @@ from valuelex.store.lock import hold
 if TYPE_CHECKING:
     from valuelex.evaluate.systems import ValueSystem
 
-STAGES = ("elicitation", "construction", "evaluation", "report")
+STAGES = ("elicitation", "construction", "evaluation", "reliability", "report")
 """The study's stages in the order data flows through them (``completion`` alone is also a stage)."""
 
 
@@ -45,10 +45,11 @@ class RunResult:
 
 def stage(name: str, *, systems: Sequence[str | ValueSystem] | None = None, include_taxonomy: bool = False,
           report_dir: str | None = None) -> Stage:
-    """A stage by name: elicitation, completion, construction, evaluation or report."""
+    """A stage by name: elicitation, completion, construction, evaluation, reliability or report."""
     from valuelex.construct.stage import ConstructionStage
     from valuelex.evaluate.stage import EvaluationStage
     from valuelex.generate import GenerationStage
+    from valuelex.quality.stage import ReliabilityStage
     from valuelex.report.stage import ReportStage
 
     if name in ("elicitation", "completion"):
@@ -57,6 +58,8 @@ def stage(name: str, *, systems: Sequence[str | ValueSystem] | None = None, incl
         return ConstructionStage()
     if name == "evaluation":
         return EvaluationStage(tuple(systems) if systems else None, include_taxonomy=include_taxonomy)
+    if name == "reliability":
+        return ReliabilityStage()
     if name == "report":
         return ReportStage(out=report_dir)
     raise StudyError(f"stages: unknown stage {name!r} (stages: {', '.join(STAGES)}, completion)")
@@ -119,3 +122,26 @@ def report(run_uri: str, out: str | None = None, *, embed: str = "svg", cases: i
     with hold(store.uri, "valuelex report", wait):
         ctx = RunContext(study=store.study(), store=store)
         return run_stages(ctx, [ReportStage(out=out, embed=embed, cases=cases)])["report"].summary
+
+
+def reliability(run_uri: str, systems: Sequence[str] | None = None, *, wait: float = 0.0,
+                build_judges: bool = True) -> dict[str, Any]:
+    """The reliability stage on a run read back (``RUN/quality/*.parquet``); returns its summary.
+
+    `systems`: the value systems to assess (default: every judged one). It writes into the run, so it
+    holds the run's lock as `report` does. The re-judge and the controls run the study's judge
+    (`build_judges=False`: only the figures from the stored judgments).
+    """
+    from valuelex.quality.stage import ReliabilityStage
+
+    store = RunStore(run_uri)
+    if not store.exists():
+        raise StudyError(f"{run_uri}: no such run")
+    store.check_format()
+    with hold(store.uri, "valuelex reliability", wait):
+        stage_ = ReliabilityStage(system_names=tuple(systems) if systems else None, build_judges=build_judges)
+        study = store.study()
+        ctx = RunContext(study=study, store=store)
+        if study is not None and stage_.uses_engines(study):
+            ctx = prepare(study, store, [stage_])
+        return run_stages(ctx, [stage_])["reliability"].summary

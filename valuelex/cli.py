@@ -171,6 +171,22 @@ def report(
 
 @app.command()
 @user_errors
+def reliability(
+    run_uri: Annotated[str, typer.Argument(metavar="RUN", help="a run's output root (path or s3://)")],
+    system: Annotated[list[str] | None, typer.Option(
+        "--system", help="value system to assess (repeat for several; default: every judged one)")] = None,
+    no_judge: Annotated[bool, typer.Option(
+        "--no-judge", help="skip the judge's second pass and the control completions (no engine starts)")] = False,
+    wait: WaitOpt = 0.0,
+) -> None:
+    """How far the scores can be trusted: G-study, alpha / omega, split-half, judge agreement -> RUN/quality/."""
+    from valuelex.api import reliability as assess
+
+    _print(assess(run_uri, system, wait=wait, build_judges=not no_judge))
+
+
+@app.command()
+@user_errors
 def run(study: StudyArg, out: OutOpt = None, require_gpu: GpuOpt = False, wait: WaitOpt = 0.0,
         allow_changes: ChangesOpt = False) -> None:
     """Every stage in order: elicit, construct, evaluate (packaged systems + the new taxonomy), report."""

@@ -18,6 +18,7 @@ from valuelex.construct.config import ConstructionSpec
 from valuelex.errors import StudyError, invalid_fields
 from valuelex.evaluate.config import EvaluationSpec
 from valuelex.inputs import parse_yaml, read_text
+from valuelex.quality.config import ReliabilitySpec
 from valuelex.respondents import NAME_PATTERN, DecodingConfig, ModelSpec, Strict
 
 SEED_LIMIT = 2**63  # row seeds mix 8 bytes of the study seed (`grid.row_identity`)
@@ -56,6 +57,7 @@ class Study(Strict):
     shard_rows: int = Field(256, ge=1, le=100_000, description="rows per Parquet shard (the unit of resume)")
     construction: ConstructionSpec = Field(default_factory=ConstructionSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    reliability: ReliabilitySpec = Field(default_factory=ReliabilitySpec)
 
     @field_validator("version", mode="before")
     @classmethod
@@ -122,7 +124,13 @@ class Study(Strict):
 
 
 def fingerprint_of(document: dict[str, Any]) -> str:
-    """The fingerprint of a study's JSON dump (study.json): `Study.fingerprint` without validating it."""
+    """The fingerprint of a study's JSON dump (study.json): `Study.fingerprint` without validating it.
+
+    ``reliability`` (added later) counts only when it differs from its defaults, so a study that
+    leaves it alone keeps the fingerprint it had before (taxonomies record it).
+    """
+    if document.get("reliability") == ReliabilitySpec().model_dump(mode="json"):
+        document = {k: v for k, v in document.items() if k != "reliability"}
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:12]
 
 

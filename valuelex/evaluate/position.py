@@ -17,7 +17,7 @@ compares with the stored judgments: the *disagreement rate* is the share of comp
 scores differ on at least one dimension; per dimension, the share that differ and the mean
 absolute difference. An unbiased judge at temperature 0 disagrees only by chance; a judge that
 copies the last example disagrees whenever the two last examples differ. Stored as
-``RUN/quality/position_check.json`` (`valuelex.store.layout.quality_file`).
+``RUN/quality/position_check.json`` (`valuelex.store.layout.quality_check`).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from valuelex.store import RunStore, latest_per_row, layout
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-STAGES = ("elicitation", "completion", "construction", "evaluation")
+STAGES = ("elicitation", "completion", "construction", "evaluation", "reliability")
 
 
 @dataclass
@@ -71,6 +71,7 @@ class RunData:
     judge_check: dict[str, Any] | None = None
     stage_records: dict[str, dict[str, Any]] = field(default_factory=dict)
     comparisons: dict[str, pd.DataFrame] = field(default_factory=dict)
+    quality: dict[str, pd.DataFrame] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -187,6 +188,10 @@ def load_run(run_uri: str) -> RunData:
     data.evaluation = _part(data, layout.EVALUATION, lambda: _object(store.evaluation_summary(), layout.EVALUATION))
     _part(data, "judgments", lambda: _judgments(store, data))
     data.comparisons = _part(data, layout.COMPARISONS, store.comparisons) or {}
+    for table in layout.QUALITY_TABLES:
+        frame = _part(data, layout.quality_file(table), lambda table=table: store.quality(table))
+        if frame is not None:
+            data.quality[table] = frame
     data.judge_check = _part(data, layout.JUDGE_CHECK, lambda: _object(store.judge_check(), layout.JUDGE_CHECK))
     for stage in STAGES:
         record = _part(data, layout.stage_record(stage),

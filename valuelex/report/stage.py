@@ -7,6 +7,10 @@ disk with no network), ``<out_dir>/figures/<id>.svg|png`` and ``<out_dir>/.value
 the list of files it wrote: a later report removes only stale figures listed there, never a file it
 did not write. Sections, in reading order:
 
+- Can these scores be trusted? (``quality/``, `valuelex.report.reliability`): verdicts per model x
+  dimension (``table-verdicts-<system>``), variance components (``fig-variance-<system>``), the
+  D-study (``fig-dstudy-<system>``), consistency and judge tables; a notice
+  (``notice-reliability-missing``) when the reliability stage did not run;
 - Value construction (§4.1): scree plot + parallel analysis (``fig-scree``), keyword clusters
   (``fig-clusters``, Fig. 2a/c), value system diagram (``fig-system``, Fig. 2b/d), subdimension
   correlations (``fig-subcorr``, Fig. 5), word stability (``fig-stability``); ids get ``-<label>``
@@ -45,7 +49,8 @@ from valuelex.store import layout
 
 log = logging.getLogger(__name__)
 
-SECTIONS = (("construction", "Value construction"), ("evaluation", "Value evaluation"),
+SECTIONS = (("reliability", "Can these scores be trusted?"), ("construction", "Value construction"),
+            ("evaluation", "Value evaluation"),
             ("comparison", "Model comparisons"), ("cases", "Case study: sample answers"), ("facts", "Run facts"))
 
 
@@ -55,8 +60,10 @@ def _builders(cases_per_model: int) -> list[tuple[str, str, Callable[[RunData, F
     from valuelex.report.construction import construction_section
     from valuelex.report.evaluation import evaluation_section
     from valuelex.report.facts import facts_section
+    from valuelex.report.reliability import reliability_section
 
     funcs = {
+        "reliability": reliability_section,
         "construction": construction_section,
         "evaluation": evaluation_section,
         "comparison": comparison_section,  # None (left out) when the run has no comparisons/

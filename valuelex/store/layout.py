@@ -10,6 +10,8 @@
     comparisons/<name>.parquet          `valuelex compare` results
     judge_check.json                    judge agreement with human labels
     quality/<check>.json                quality checks of the measurement (e.g. the judge's position bias)
+    quality/<table>.parquet             reliability: components, coefficients, dstudy, consistency, judge,
+                                        verdicts (`valuelex.quality`)
     stages/<stage>.json                 what each stage did (written by the runner)
     report/                             the default report folder
     .valuelex.lock                      held while a command writes the run (`valuelex.store.lock`)
@@ -31,6 +33,7 @@ REPORT = "report"
 JUDGMENTS = "judgments"
 COMPARISONS = "comparisons"
 QUALITY = "quality"
+QUALITY_TABLES = ("components", "coefficients", "dstudy", "consistency", "judge", "verdicts")
 LOCK = ".valuelex.lock"
 GENERATION_TABLES = {"elicitation": "elicitation", "completion": "completions"}
 TAXONOMY_FILE = re.compile(r"^taxonomy(?:-([A-Za-z0-9][A-Za-z0-9_.\-]*))?\.json$")
@@ -63,5 +66,13 @@ def comparison_file(name: str) -> str:
     return f"{COMPARISONS}/{name}.parquet"
 
 
-def quality_file(check: str) -> str:
+def quality_check(check: str) -> str:
+    """``quality/<check>.json``: a check's document (e.g. ``position_check``)."""
     return f"{QUALITY}/{check}.json"
+
+
+def quality_file(table: str) -> str:
+    """``quality/<table>.parquet``, one of `QUALITY_TABLES` (the reliability stage's outputs)."""
+    if table not in QUALITY_TABLES:
+        raise ValueError(f"quality table: {table!r} is not one of {', '.join(QUALITY_TABLES)}")
+    return f"{QUALITY}/{table}.parquet"

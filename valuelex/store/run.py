@@ -207,10 +207,10 @@ class RunStore:
 
     def quality(self, check: str) -> dict[str, Any] | None:
         """A stored quality check (e.g. ``position_check``), or None."""
-        return self.root.read_json(layout.quality_file(check))
+        return self.root.read_json(layout.quality_check(check))
 
     def write_quality(self, check: str, document: dict[str, Any]) -> None:
-        self.root.write_json(layout.quality_file(check), document)
+        self.root.write_json(layout.quality_check(check), document)
 
     # --- completions to judge ---------------------------------------------------------------------
 
@@ -412,6 +412,18 @@ class RunStore:
             table = table.replace_schema_metadata(metadata)
         self.root.write_parquet(layout.comparison_file(name), table)
         return f"{self.uri}/{layout.comparison_file(name)}"
+
+    # --- reliability (valuelex.quality) -------------------------------------------------------------
+
+    def quality(self, table: str) -> pd.DataFrame | None:
+        """A reliability table (``quality/<table>.parquet``, see `layout.QUALITY_TABLES`), None before the stage ran."""
+        stored = self.root.read_parquet(layout.quality_file(table))
+        return None if stored is None else stored.to_pandas()
+
+    def write_quality(self, table: str, frame: pd.DataFrame) -> str:
+        """Publish ``quality/<table>.parquet``; returns its URI."""
+        self.root.write_parquet(layout.quality_file(table), pa.Table.from_pandas(frame, preserve_index=False))
+        return f"{self.uri}/{layout.quality_file(table)}"
 
 
 def _name(system: str | ValueSystem) -> str:

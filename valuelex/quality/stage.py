@@ -1,0 +1,218 @@
+"""The reliability stage (``reliability``): how far a run's scores can be trusted.
+
+Runs after evaluation. For every judged value system it reads the judgments that count
+(`RunStore.judgments(system)`) and writes, under ``RUN/quality/`` (`layout.quality_file`):
+
+- ``components``, ``coefficients``, ``dstudy``, ``consistency``: `valuelex.quality.assess`;
+- ``verdicts``: reliable / doubtful / unreliable per model x dimension (`valuelex.quality.verdict`);
+- ``judge``: the judge's reliability (`valuelex.quality.judge`): a second pass over a seeded random
+  subset of ``reliability.rejudge`` completions (the LLM judge at the retry temperature with another
+  seed; the embedding judge is deterministic, which the row says instead), and the judge's mean error
+  on the packaged control completions.
+
+The judge's engine (LLM judge) is started only for the re-judge and the controls; `rejudge` and
+`score_controls` inject them (tests, other judges).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from valuelex.evaluate import judgments as jt
+from valuelex.evaluate.scores import dimension_values, seeded_rng
+from valuelex.evaluate.systems import ValueSystem
+from valuelex.quality.assess import assess
+from valuelex.quality.config import ReliabilitySpec
+from valuelex.quality.judge import agreement, control_errors
+from valuelex.quality.verdict import verdicts
+from valuelex.runner import RunContext, StageResult
+
+if TYPE_CHECKING:
+    from valuelex.spec import Study
+
+log = logging.getLogger(__name__)
+Rejudge = Callable[[list[dict[str, Any]], ValueSystem], list[dict[str, Any]]]
+ScoreTexts = Callable[[list[str], ValueSystem], np.ndarray]
+
+
+def rejudge_subset(judgments: pd.DataFrame, n: int, seed: int, system: str) -> pd.DataFrame:
+    """A seeded random subset of `n` valid judgments (all when fewer), the same for the same run and seed."""
+    valid = judgments[judgments["valid"].astype(bool)].sort_values("row_id")
+    if len(valid) <= n:
+        return valid
+    rng = seeded_rng(seed, system, "rejudge")
+    return valid.iloc[np.sort(rng.choice(len(valid), size=n, replace=False))]
+
+
+def llm_second_pass(judge: Any) -> Rejudge:
+    """A second pass of an `LLMJudge`: every request at the retry temperature with another seed.
+
+    The seed of a judge request follows the completion's row id (`llm_judge.request_seed`), so the
+    second pass asks under a derived id (``<row_id>:rejudge``) and maps the answers back.
+    """
+    from valuelex.evaluate.llm_judge import judge_tasks
+
+    spec = judge.spec.model_copy(update={"judge_temperature": judge.spec.retry_temperature})
+
+    def run(rows: list[dict[str, Any]], system: ValueSystem) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        asked = [{**r, "row_id": f"{r['row_id']}:rejudge"} for r in rows]
+        judge_tasks([jt.JudgeTask(system, asked, out.extend)], judge._generate, judge=judge.name,
+                    key=lambda _s: "rejudge", prompting=judge.model.prompting, spec=spec)
+        return [{**r, "row_id": str(r["row_id"]).removesuffix(":rejudge")} for r in out]
+
+    return run
+
+
+def llm_control_scorer(judge: Any) -> ScoreTexts:
+    """Control sentences through the LLM judge as completions of an empty stem."""
+    def score(texts: list[str], system: ValueSystem) -> np.ndarray:
+        rows = [{"row_id": f"control:{i}", "item_id": "", "stem": "", "response": t} for i, t in enumerate(texts)]
+        done = {r["row_id"]: r for r in llm_second_pass(judge)(rows, system)}
+        keys = system.leaf_keys()
+        return np.array([[done.get(r["row_id"], {}).get(jt.score_column(k)) if done.get(r["row_id"], {}).get("valid")
+                          else np.nan for k in keys] for r in rows], dtype=float)
+
+    return score
+
+
+def _judge_rows(judged: pd.DataFrame, system: ValueSystem, spec: ReliabilitySpec, kind: str,
+                rejudge: Rejudge | None, score_controls: ScoreTexts | None) -> list[dict[str, Any]]:
+    judge_name = str(judged["judge"].iloc[0]) if len(judged) else ""
+    base = {"system": system.name, "judge": judge_name}
+    rows = []
+    keys = system.leaf_keys()
+    if kind == "embedding" and rejudge is None:
+        rows.append({**base, "check": "rejudge", "n": 0, "krippendorff_alpha": np.nan, "qwk": np.nan,
+                     "exact": np.nan, "notice": "the embedding judge is deterministic: a second pass gives the same "
+                                                "scores (agreement 1 by construction)"})
+    elif spec.rejudge == 0 or rejudge is None:
+        rows.append({**base, "check": "rejudge", "n": 0, "krippendorff_alpha": np.nan, "qwk": np.nan, "exact": np.nan,
+                     "notice": "no second judge pass (reliability.rejudge: 0, or no judge to run)"})
+    else:
+        subset = rejudge_subset(judged, spec.rejudge, spec.seed, system.name)
+        second = pd.DataFrame(rejudge(subset.to_dict("records"), system))
+        if second.empty:
+            merged = subset.iloc[:0]
+        else:
+            merged = subset.merge(second[second["valid"].astype(bool)], on="row_id", suffixes=("", "_2"))
+        first = merged[[jt.score_column(k) for k in keys]].to_numpy(dtype=float)
+        again = merged[[jt.score_column(k) + "_2" for k in keys]].to_numpy(dtype=float)
+        result = agreement(first, again)
+        note = result.pop("notice")
+        lost = len(subset) - len(merged)
+        if lost:
+            note = "; ".join(filter(None, [note, f"{lost} re-judged completion(s) without a valid second answer"]))
+        rows.append({**base, "check": "rejudge", **result, "notice": note})
+    if score_controls is not None:
+        errors = control_errors(score_controls, system)
+        rows.append({**base, "check": "controls", "n": errors["n_off_topic"] + errors["n_aligned"]
+                     + errors["n_conflicting"], "krippendorff_alpha": np.nan, "qwk": np.nan, "exact": np.nan,
+                     **{k: v for k, v in errors.items() if k.startswith("error_")}, "notice": None})
+    else:
+        rows.append({**base, "check": "controls", "n": 0, "krippendorff_alpha": np.nan, "qwk": np.nan,
+                     "exact": np.nan, "notice": "control completions not scored (no judge to run)"})
+    return rows
+
+
+def _system(store: Any, study: Study | None, name: str) -> ValueSystem | None:
+    """A judged system by name: packaged, a taxonomy of the run, or a file the study names."""
+    from valuelex.compare.load import resolve_system
+    from valuelex.errors import StudyError
+    from valuelex.evaluate.systems import load_value_system
+
+    try:
+        return resolve_system(store, name)
+    except StudyError:
+        pass
+    for entry in study.evaluation.systems if study is not None else []:
+        try:
+            loaded = load_value_system(entry)
+        except (StudyError, OSError):
+            continue
+        if loaded.name == name:
+            return loaded
+    return None
+
+
+@dataclass(frozen=True)
+class ReliabilityStage:
+    """The reliability stage; `rejudge` / `score_controls` replace the study judge's second pass / controls.
+
+    `build_judges=False` runs no judge at all (only the figures from stored judgments);
+    `system_names` limits it to those judged systems (default: every one).
+    """
+
+    rejudge: Rejudge | None = None
+    score_controls: ScoreTexts | None = None
+    build_judges: bool = True
+    system_names: tuple[str, ...] | None = None  # not `systems`: the runner loads those as files or packages
+    name: str = "reliability"
+
+    def uses_engines(self, study: Study) -> bool:
+        return self.build_judges and self.rejudge is None and study.evaluation.judge == "llm" \
+            and study.reliability.rejudge > 0
+
+    def _judges(self, ctx: RunContext) -> tuple[Rejudge | None, ScoreTexts | None, str]:
+        study = ctx.study
+        kind = study.evaluation.judge if study is not None else "embedding"
+        if self.rejudge is not None or self.score_controls is not None or not self.build_judges or study is None:
+            return self.rejudge, self.score_controls, kind
+        from valuelex.evaluate.stage import build_judge
+
+        judge = build_judge(study, ctx.use_gpu)
+        if kind == "llm":
+            return llm_second_pass(judge), llm_control_scorer(judge), kind
+        return None, judge.score_texts, kind
+
+    def run(self, ctx: RunContext) -> StageResult:
+        started = time.time()
+        store = ctx.store
+        spec = ctx.study.reliability if ctx.study is not None else ReliabilitySpec()
+        rejudge, score_controls, kind = self._judges(ctx)
+        frames: dict[str, list[pd.DataFrame]] = {}
+        scores = store.current_scores()
+        notices = []
+        judged_names = store.judged_systems()
+        unknown = [n for n in self.system_names or () if n not in judged_names]
+        if unknown:
+            from valuelex.errors import StudyError
+
+            raise StudyError(f"--system: {', '.join(map(repr, unknown))} not judged in {store.uri} "
+                             f"(judged: {', '.join(judged_names) or 'none'})")
+        for name in self.system_names or judged_names:
+            system = _system(store, ctx.study, name)
+            if system is None:
+                notices.append(f"{name}: value system not found in the run: skipped")
+                continue
+            judged = jt.conform(store.judgments(system), system)
+            values = dimension_values(judged, system)
+            tables = assess(values, system, resamples=spec.resamples, omega_resamples=spec.omega_resamples,
+                            seed=spec.seed)
+            mine = scores[scores["system"] == name] if scores is not None and "system" in scores else pd.DataFrame()
+            tables["verdicts"] = verdicts(mine, tables["coefficients"], tables["consistency"]) if len(mine) else \
+                pd.DataFrame()
+            tables["judge"] = pd.DataFrame(_judge_rows(judged, system, spec, kind, rejudge, score_controls))
+            for table, frame in tables.items():
+                frames.setdefault(table, []).append(frame)
+        written = {}
+        for table, parts in frames.items():
+            parts = [p for p in parts if len(p)]
+            if parts:
+                written[table] = store.write_quality(table, pd.concat(parts, ignore_index=True))
+        verdict_counts: dict[str, int] = {}
+        if frames.get("verdicts"):
+            all_v = pd.concat(frames["verdicts"], ignore_index=True)
+            if len(all_v):
+                verdict_counts = {str(k): int(v) for k, v in all_v["verdict"].value_counts().items()}
+        return StageResult({"systems": sorted({str(f["system"].iloc[0]) for f in frames.get("coefficients", [])
+                                               if len(f)}),
+                            "tables": sorted(written), "verdicts": verdict_counts, "notices": notices,
+                            "seconds": round(time.time() - started, 3)})

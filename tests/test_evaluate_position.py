@@ -158,7 +158,7 @@ def test_evaluation_stage_runs_the_check_when_asked_and_stores_it_under_quality(
     out = str(tmp_path / "run")
     fill_completions(study, out, study.samples)
     summary = evaluate_stored(study, out, OrderJudge())
-    stored = RunStore(out).quality("position_check")
+    stored = RunStore(out).quality_check("position_check")
     assert stored is not None and stored["systems"]["mft"]["completions"] == 5
     assert summary["position_check"] == {"mft": 1.0}
     off = load_study(write_study(tmp_path, "off.yaml", evaluation={"systems": ["mft"], "bootstrap_resamples": 200}))

@@ -101,5 +101,5 @@ def run_position_check(store: Any, study: Any, systems: Sequence[Any], judge: An
         judge.judge_many(tasks, order_variant=1)
     for system in systems:
         report["systems"][system.name] = disagreement(firsts[system.name], seconds[system.name], system.leaf_keys())
-    store.write_quality("position_check", report)
+    store.write_quality_check("position_check", report)
     return report

@@ -205,11 +205,11 @@ class RunStore:
     def judge_check(self) -> dict[str, Any] | None:
         return self.root.read_json(layout.JUDGE_CHECK)
 
-    def quality(self, check: str) -> dict[str, Any] | None:
-        """A stored quality check (e.g. ``position_check``), or None."""
+    def quality_check(self, check: str) -> dict[str, Any] | None:
+        """A stored quality check's document (e.g. ``position_check``), or None."""
         return self.root.read_json(layout.quality_check(check))
 
-    def write_quality(self, check: str, document: dict[str, Any]) -> None:
+    def write_quality_check(self, check: str, document: dict[str, Any]) -> None:
         self.root.write_json(layout.quality_check(check), document)
 
     # --- completions to judge ---------------------------------------------------------------------

@@ -103,7 +103,7 @@ class MemoryStore:
     def judgments(self, system, *, judge_key, study, max_samples):
         return self.judged[self.judged["judge_key"] == judge_key]
 
-    def write_quality(self, check, document):
+    def write_quality_check(self, check, document):
         self.written[check] = document
 
 

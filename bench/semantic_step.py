@@ -1,0 +1,86 @@
+"""Recovery of planted hierarchies by each variant of construction's semantic step (issue 15.4).
+
+For each generator of `valuelex.construct.synthetic.planted_hierarchy` and seed, build the
+incidence, choose K by parallel analysis once, and run `analyse` with each semantic step at that K.
+Recovery is the adjusted Rand index (scikit-learn) of the planted words' dimension and
+subdimension labels against the truth. Seeds 0-4 chose the default ("tune"); the tests assert on
+seeds 100+ ("held out").
+
+    nice -n 10 python bench/semantic_step.py [--seeds 0 1 2 3 4] [--json bench/results/semantic_step.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import adjusted_rand_score
+
+from valuelex.construct.build import analyse
+from valuelex.construct.clustering import load_embedder
+from valuelex.construct.config import ConstructionSpec
+from valuelex.construct.cooccurrence import build_incidence, prune
+from valuelex.construct.semantic import STEPS
+from valuelex.construct.synthetic import GENERATORS, hierarchy_elicitation
+
+VARIANTS: dict[str, dict[str, object]] = {step: {"semantic_step": step} for step in STEPS}
+
+
+def recovery(kind: str, seed: int, variants: dict[str, dict[str, object]], n: int = 360,
+             embedder=None) -> dict[str, dict[str, float]]:
+    """{variant: {dimension_ari, subdimension_ari, k, dimensions}} for one planted data set."""
+    embedder = embedder or load_embedder(None)
+    table, planted = hierarchy_elicitation(kind, n, seed=seed)
+    truth = planted.truth()
+    spec = ConstructionSpec(seed=seed)
+    _, inc = build_incidence(table, spec.unit, parallel=False)
+    inc = prune(inc, spec.min_word_respondents)[0]
+    emb = embedder(inc.words)
+    k = analyse(inc, spec.model_copy(update={"semantic_step": "none"}), emb).k.chosen
+    out: dict[str, dict[str, float]] = {}
+    for name, update in variants.items():
+        structure = analyse(inc, spec.model_copy(update=update), emb, k_override=k)
+        got = structure.assignment()
+        words = [w for w in got if w in truth]
+        out[name] = {
+            "dimension_ari": float(adjusted_rand_score([truth[w][0] for w in words], [got[w][0] for w in words])),
+            "subdimension_ari": float(adjusted_rand_score([truth[w][1] for w in words], [got[w][1] for w in words])),
+            "k": k, "dimensions": len(structure.subdimensions),
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    embedder = load_embedder(None)
+    rows = []
+    start = time.perf_counter()
+    for kind in GENERATORS:
+        for seed in args.seeds:
+            for variant, r in recovery(kind, seed, VARIANTS, embedder=embedder).items():
+                rows.append({"generator": kind, "seed": seed, "variant": variant, **r})
+    print(f"{len(rows)} runs in {time.perf_counter() - start:.1f} s; mean over seeds {args.seeds}")
+    print(f"{'generator':<10} {'variant':<13} {'K':>5} {'dims':>5} {'dim ARI':>8} {'sub ARI':>8}")
+    for kind in GENERATORS:
+        for variant in VARIANTS:
+            sel = [r for r in rows if r["generator"] == kind and r["variant"] == variant]
+            print(f"{kind:<10} {variant:<13} {np.mean([r['k'] for r in sel]):5.1f} "
+                  f"{np.mean([r['dimensions'] for r in sel]):5.1f} {np.mean([r['dimension_ari'] for r in sel]):8.3f} "
+                  f"{np.mean([r['subdimension_ari'] for r in sel]):8.3f}")
+    for variant in VARIANTS:
+        sel = [r for r in rows if r["variant"] == variant]
+        print(f"{'all':<10} {variant:<13} {'':5} {'':5} {np.mean([r['dimension_ari'] for r in sel]):8.3f} "
+              f"{np.mean([r['subdimension_ari'] for r in sel]):8.3f}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

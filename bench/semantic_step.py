@@ -29,11 +29,14 @@ from valuelex.construct.synthetic import GENERATORS, hierarchy_elicitation
 VARIANTS: dict[str, dict[str, object]] = {step: {"semantic_step": step} for step in STEPS}
 
 
+WEAK = {"n": 150, "strength": 1.2, "p_mention": 0.25, "noise_rate": 0.01}  # loadings like the local study's
+
+
 def recovery(kind: str, seed: int, variants: dict[str, dict[str, object]], n: int = 360,
-             embedder=None) -> dict[str, dict[str, float]]:
+             embedder=None, **generator: float) -> dict[str, dict[str, float]]:
     """{variant: {dimension_ari, subdimension_ari, k, dimensions}} for one planted data set."""
     embedder = embedder or load_embedder(None)
-    table, planted = hierarchy_elicitation(kind, n, seed=seed)
+    table, planted = hierarchy_elicitation(kind, n, seed=seed, **generator)
     truth = planted.truth()
     spec = ConstructionSpec(seed=seed)
     _, inc = build_incidence(table, spec.unit, parallel=False)
@@ -57,13 +60,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--weak", action="store_true", help=f"weak signal: {WEAK}")
+    parser.add_argument("--ambiguous", type=float, nargs=2, default=None, metavar=("LOADING", "GAP"),
+                        help="ambiguous_loading and ambiguous_gap for the ambiguous and hierarchical variants")
     args = parser.parse_args()
     embedder = load_embedder(None)
+    generator = dict(WEAK) if args.weak else {}
+    variants = {k: dict(v) for k, v in VARIANTS.items()}
+    if args.ambiguous:
+        for name in ("ambiguous", "hierarchical"):
+            variants[name].update(ambiguous_loading=args.ambiguous[0], ambiguous_gap=args.ambiguous[1])
     rows = []
     start = time.perf_counter()
     for kind in GENERATORS:
         for seed in args.seeds:
-            for variant, r in recovery(kind, seed, VARIANTS, embedder=embedder).items():
+            for variant, r in recovery(kind, seed, variants, embedder=embedder, **generator).items():
                 rows.append({"generator": kind, "seed": seed, "variant": variant, **r})
     print(f"{len(rows)} runs in {time.perf_counter() - start:.1f} s; mean over seeds {args.seeds}")
     print(f"{'generator':<10} {'variant':<13} {'K':>5} {'dims':>5} {'dim ARI':>8} {'sub ARI':>8}")

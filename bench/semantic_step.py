@@ -25,6 +25,7 @@ from valuelex.construct.config import ConstructionSpec
 from valuelex.construct.cooccurrence import build_incidence, prune
 from valuelex.construct.semantic import STEPS
 from valuelex.construct.synthetic import GENERATORS, hierarchy_elicitation
+from valuelex.errors import ConstructionError
 
 VARIANTS: dict[str, dict[str, object]] = {step: {"semantic_step": step} for step in STEPS}
 
@@ -45,7 +46,12 @@ def recovery(kind: str, seed: int, variants: dict[str, dict[str, object]], n: in
     k = analyse(inc, spec.model_copy(update={"semantic_step": "none"}), emb).k.chosen
     out: dict[str, dict[str, float]] = {}
     for name, update in variants.items():
-        structure = analyse(inc, spec.model_copy(update=update), emb, k_override=k)
+        try:
+            structure = analyse(inc, spec.model_copy(update=update), emb, k_override=k)
+        except ConstructionError as exc:  # a variant that leaves a dimension too small fails: data, not a crash
+            out[name] = {"dimension_ari": float("nan"), "subdimension_ari": float("nan"), "k": k, "dimensions": 0,
+                         "error": str(exc)}
+            continue
         got = structure.assignment()
         words = [w for w in got if w in truth]
         out[name] = {
@@ -54,6 +60,10 @@ def recovery(kind: str, seed: int, variants: dict[str, dict[str, object]], n: in
             "k": k, "dimensions": len(structure.subdimensions),
         }
     return out
+
+
+def _mean(rows: list[dict], key: str) -> float:
+    return float(np.mean([0.0 if np.isnan(r[key]) else r[key] for r in rows]))
 
 
 def main() -> None:
@@ -77,17 +87,18 @@ def main() -> None:
             for variant, r in recovery(kind, seed, variants, embedder=embedder, **generator).items():
                 rows.append({"generator": kind, "seed": seed, "variant": variant, **r})
     print(f"{len(rows)} runs in {time.perf_counter() - start:.1f} s; mean over seeds {args.seeds}")
-    print(f"{'generator':<10} {'variant':<13} {'K':>5} {'dims':>5} {'dim ARI':>8} {'sub ARI':>8}")
+    print("ARI means count a failed construction as 0 (failed: its count)")
+    print(f"{'generator':<10} {'variant':<13} {'K':>5} {'dims':>5} {'dim ARI':>8} {'sub ARI':>8} {'failed':>6}")
     for kind in GENERATORS:
         for variant in VARIANTS:
             sel = [r for r in rows if r["generator"] == kind and r["variant"] == variant]
             print(f"{kind:<10} {variant:<13} {np.mean([r['k'] for r in sel]):5.1f} "
-                  f"{np.mean([r['dimensions'] for r in sel]):5.1f} {np.mean([r['dimension_ari'] for r in sel]):8.3f} "
-                  f"{np.mean([r['subdimension_ari'] for r in sel]):8.3f}")
+                  f"{np.mean([r['dimensions'] for r in sel]):5.1f} {_mean(sel, 'dimension_ari'):8.3f} "
+                  f"{_mean(sel, 'subdimension_ari'):8.3f} {sum('error' in r for r in sel):6d}")
     for variant in VARIANTS:
         sel = [r for r in rows if r["variant"] == variant]
-        print(f"{'all':<10} {variant:<13} {'':5} {'':5} {np.mean([r['dimension_ari'] for r in sel]):8.3f} "
-              f"{np.mean([r['subdimension_ari'] for r in sel]):8.3f}")
+        print(f"{'all':<10} {variant:<13} {'':5} {'':5} {_mean(sel, 'dimension_ari'):8.3f} "
+              f"{_mean(sel, 'subdimension_ari'):8.3f} {sum('error' in r for r in sel):6d}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1))

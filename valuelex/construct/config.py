@@ -58,6 +58,15 @@ class ConstructionSpec(BaseModel):
     min_loading: float = Field(
         0.0, ge=0, lt=1, description="drop words whose highest |loading| is below this (0 keeps every word)"
     )
+    word_filter: Literal["none", "embedding"] = Field(
+        "none",
+        description="drop candidate words that do not name a value: embedding (similarity to a packaged value "
+        "prototype against a non-value one, valuelex/construct/wordfilter.py) or none",
+    )
+    word_filter_threshold: float = Field(
+        -0.03, ge=-1, le=1,
+        description="word_filter embedding: keep a word whose value score exceeds this (tuned: docs/benchmarks.md)",
+    )
     embedding_model: str | None = Field(None, description="sentence-transformers path or id; null = packaged MiniLM")
     semantic_margin: float = Field(
         0.1,

@@ -27,6 +27,7 @@ from valuelex.construct.lexicon import Judge, judge_words
 from valuelex.construct.naming import Namer, named_by_engine
 from valuelex.construct.stability import bootstrap_stability
 from valuelex.construct.taxonomy import Corpus, Taxonomy, taxonomy_document
+from valuelex.construct.wordfilter import EmbeddingWordFilter, both
 from valuelex.errors import ConstructionError
 from valuelex.runner import RunContext, StageResult
 from valuelex.store import RunStore
@@ -97,6 +98,10 @@ def construct(study: Study, store: RunStore, *, namer: Namer | None = None, judg
             f"{store.uri}: none of the {answered.num_rows} answers ({n_failed} failed rows skipped) contains a value "
             "word: all answers are empty, refusals or stop words"
         )
+    if embedder is None:
+        embedder = load_embedder(spec.embedding_model)
+    if spec.word_filter == "embedding":
+        judge = both(EmbeddingWordFilter(embedder, spec.word_filter_threshold), judge)
     accepted = judge_words(incidence.words, judge)
     n_rejected = len(incidence.words) - len(accepted)
     if n_rejected:
@@ -123,8 +128,6 @@ def construct(study: Study, store: RunStore, *, namer: Namer | None = None, judg
     log.info("construction: %d answers, %d units, %d distinct words, %d kept", answered.num_rows,
              pruned.n_units, corpus.n_distinct_words, len(pruned.words))
 
-    if embedder is None:
-        embedder = load_embedder(spec.embedding_model)
     embedding_model = getattr(embedder, "name", None) or spec.embedding_model or "custom"
     embeddings = embedder(pruned.words) if pruned.words else np.zeros((0, 1), dtype=np.float32)
     structure = analyse(pruned, spec, embeddings)

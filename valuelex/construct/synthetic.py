@@ -287,3 +287,41 @@ def hierarchy_elicitation(kind: str, n_respondents: int = 360, *, seed: int = 0,
     table = synthetic_elicitation(n_respondents, planted.factors, strength=strength, p_mention=p_mention,
                                   noise_rate=noise_rate, latent_correlation=planted.correlation, seed=seed)
     return table, planted
+
+
+# --- planted noise for the value-word filter (issue 15.5): set "a" tunes, set "b" reports -----------
+
+FILTER_SETS: dict[str, dict[str, list[str]]] = {
+    "a": {
+        "values": ["efficiency", "knowledge", "reliability", "precision", "competence", "expertise",
+                   "thoroughness", "excellence", "skill", "mastery", "productivity", "diligence", "clarity",
+                   "consistency", "curiosity", "intelligence", "creativity", "innovation", "usefulness",
+                   "responsiveness", "adaptability", "patience", "friendliness", "warmth", "care", "love",
+                   "friendship", "politeness", "courtesy", "sympathy", "gentleness", "optimism", "hope",
+                   "forgiveness", "harmony", "cooperation", "altruism", "neutrality", "accountability",
+                   "impartiality", "truth", "objectivity", "confidentiality", "security", "morality", "diversity"],
+        "noise": [*NOISE, "stuff", "sandwich", "keyboard", "umbrella", "carpet", "pencil", "train", "tuesday"],
+    },
+    "b": {
+        "values": ["autonomy", "hedonism", "conformity", "universalism", "purity", "sanctity", "liberty",
+                   "sincerity", "perseverance", "charity", "mercy", "chastity", "temperance", "prudence",
+                   "justness", "nobility", "devotion", "reverence", "self-discipline", "solidarity",
+                   "fidelity", "hospitality", "thrift", "punctuality"],
+        "noise": ["thing", "book", "product", "time", "computer", "car", "weather", "phone", "music",
+                  "water", "paper", "window", "street", "dog", "movie", "email", "software", "breakfast",
+                  "hat", "river", "lamp", "jacket", "printer", "battery"],
+    },
+}
+
+
+def noisy_lists(which: str, n_answers: int = 200, *, per_answer: int = 5, noise_share: float = 0.3,
+                seed: int = 0) -> list[str]:
+    """Comma-list answers ("Honesty, stuff, care and respect.") mixing a set's value words and noise."""
+    rng = np.random.default_rng(seed)
+    chosen = FILTER_SETS[which]
+    answers = []
+    for _ in range(n_answers):
+        words = [str(rng.choice(chosen["noise"] if rng.random() < noise_share else chosen["values"]))
+                 for _ in range(per_answer)]
+        answers.append(str(rng.choice(_PROSE)).format(list=", ".join(words[:-1]) + " and " + words[-1]))
+    return answers

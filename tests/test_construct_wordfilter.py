@@ -67,3 +67,51 @@ def test_word_filter_runs_in_the_construction_stage(tmp_path: Path, embedder) ->
     before, after = words["none"] & set(NOISE), words["embedding"] & set(NOISE)
     assert len(before) >= 5  # without the filter the planted noise nouns reach the taxonomy
     assert len(after) <= 1 and rejected >= 10, after  # NOISE is the tuning set: "poetry" passed there too
+
+
+# --- the LLM word judge (construction.word_judge) ------------------------------------------------
+
+
+def test_word_judge_answer_is_read_against_the_batch() -> None:
+    from valuelex.construct.wordjudge import accepted_words
+
+    batch = ["book", "care", "honesty", "time"]
+    assert accepted_words("Honesty, care.", batch) == {"honesty", "care"}
+    assert accepted_words("- honest\n- Care\n- coffee", batch) == {"honesty", "care"}  # normalised; coffee not asked
+    assert accepted_words("", batch) is None and accepted_words("none of them", batch) is None
+
+
+def test_word_judge_runs_through_an_engine_and_a_silent_batch_keeps_its_words(ray_local: None) -> None:
+    from tests.fault_server import FaultServer
+    from valuelex.construct.wordjudge import BATCH, engine_word_judge, word_judge_requests
+    from valuelex.spec import ModelSpec
+
+    fillers = [f"word{a}{b}" for a in "abcdef" for b in "abcdefg"]
+    words = sorted(["honesty", "care", "book", "product", "fairness", *fillers])
+    assert len(words) > BATCH  # two batches
+    with FaultServer() as server:
+        model = ModelSpec.model_validate({"name": "judge", "source": "judge", "engine": "openai",
+                                          "training": "aligned", "family": "f", "prompting": "chat",
+                                          "options": {"base_url": server.base_url}})
+        first, second = (r["prompt"] for r in word_judge_requests(model, words))
+        def reply(content: str) -> dict:
+            return {"id": "x", "choices": [{"index": 0, "finish_reason": "stop",
+                                            "message": {"role": "assistant", "content": content}}]}
+
+        server.replies[first], server.replies[second] = reply("care, honesty"), reply("")
+        accepted, notes = engine_word_judge(model, words)
+    first_batch, second_batch = sorted(set(words))[:BATCH], sorted(set(words))[BATCH:]
+    assert accepted == ({"care", "honesty"} & set(first_batch)) | set(second_batch)
+    assert any("batch 2 named no candidate" in n for n in notes)
+
+
+def test_word_judge_must_be_a_study_model(tmp_path: Path) -> None:
+    from valuelex.construct.stage import ConstructionStage
+    from valuelex.construct.synthetic import planted_study, synthetic_elicitation
+
+    study = planted_study(synthetic_elicitation(6, seed=1), output=str(tmp_path))[0]
+    with pytest.raises(ValueError, match=r"construction\.word_judge: no model named 'ghost'"):
+        type(study).model_validate({**study.model_dump(mode="json"), "construction": {"word_judge": "ghost"}})
+    named = type(study).model_validate({**study.model_dump(mode="json"),
+                                        "construction": {"word_judge": study.models[0].name}})
+    assert ConstructionStage().uses_engines(named) and not ConstructionStage().uses_engines(study)

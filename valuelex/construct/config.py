@@ -67,6 +67,10 @@ class ConstructionSpec(BaseModel):
         -0.03, ge=-1, le=1,
         description="word_filter embedding: keep a word whose value score exceeds this (tuned: docs/benchmarks.md)",
     )
+    word_judge: str | None = Field(
+        None, description="a study model that judges which extracted words name a value (an LLM judgement of "
+        "extraction, valuelex/construct/wordjudge.py); null = off"
+    )
     embedding_model: str | None = Field(None, description="sentence-transformers path or id; null = packaged MiniLM")
     semantic_margin: float = Field(
         0.1,

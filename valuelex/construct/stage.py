@@ -28,6 +28,7 @@ from valuelex.construct.naming import Namer, named_by_engine
 from valuelex.construct.stability import bootstrap_stability
 from valuelex.construct.taxonomy import Corpus, Taxonomy, taxonomy_document
 from valuelex.construct.wordfilter import EmbeddingWordFilter, both
+from valuelex.construct.wordjudge import engine_word_judge
 from valuelex.errors import ConstructionError
 from valuelex.runner import RunContext, StageResult
 from valuelex.store import RunStore
@@ -66,7 +67,8 @@ class ConstructionStage:
     name: str = "construction"
 
     def uses_engines(self, study: Study) -> bool:
-        return self.namer is None and study.construction.naming is not None
+        spec = study.construction
+        return (self.namer is None and spec.naming is not None) or (self.judge is None and spec.word_judge is not None)
 
     def run(self, ctx: RunContext) -> StageResult:
         return StageResult(construct(ctx.require_study(), ctx.store, namer=self.namer, judge=self.judge,
@@ -100,6 +102,11 @@ def construct(study: Study, store: RunStore, *, namer: Namer | None = None, judg
         )
     if embedder is None:
         embedder = load_embedder(spec.embedding_model)
+    judge_notes: list[str] = []
+    if spec.word_judge and judge is None:
+        by_model, judge_notes = engine_word_judge(study.model(spec.word_judge), incidence.words, spec.seed,
+                                                  use_gpu=use_gpu)
+        judge = lambda words: [w for w in words if w in by_model]  # noqa: E731
     if spec.word_filter == "embedding":
         judge = both(EmbeddingWordFilter(embedder, spec.word_filter_threshold), judge)
     accepted = judge_words(incidence.words, judge)
@@ -133,7 +140,8 @@ def construct(study: Study, store: RunStore, *, namer: Namer | None = None, judg
     structure = analyse(pruned, spec, embeddings)
     def build(chosen_namer: Namer | None) -> Taxonomy:
         return assemble(structure, pruned, spec, embeddings, corpus, namer=chosen_namer,
-                        embedding_model=embedding_model, study=study.name, study_fingerprint=study.fingerprint())
+                        embedding_model=embedding_model, study=study.name, study_fingerprint=study.fingerprint(),
+                        naming_notes=judge_notes)
 
     if spec.naming and namer is None:
         taxonomy = named_by_engine(study.model(spec.naming), build, spec.seed, use_gpu=use_gpu)

@@ -18,6 +18,7 @@ from valuelex.construct.semantic import (
     refine_ambiguous,
     semantic_step,
 )
+from valuelex.construct.stability import bootstrap_stability
 from valuelex.construct.synthetic import GENERATORS, hierarchy_elicitation, planted_hierarchy
 from valuelex.construct.taxonomy import Corpus, parse_taxonomy, taxonomy_document
 
@@ -100,6 +101,8 @@ def test_hierarchical_taxonomy_is_valid_and_groups_factors(embedder) -> None:
     assert taxonomy.efa.semantic_step == "hierarchical"
     assert sorted(f for g in taxonomy.efa.dimension_factors for f in g) == list(range(6))
     assert parse_taxonomy(taxonomy_document(taxonomy)) == taxonomy
+    _, summary = bootstrap_stability(inc, structure, taxonomy, spec, emb, resamples=3)
+    assert summary.succeeded == 3 and summary.mean_same_dimension > 0.8, summary
     broken = taxonomy_document(taxonomy)
     broken["efa"]["dimension_factors"] = [[0, 1], [2, 3]]
     with pytest.raises(Exception, match="dimension_factors"):

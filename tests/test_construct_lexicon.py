@@ -175,3 +175,45 @@ def test_study_file_errors_in_construction_name_the_field(tmp_path) -> None:
     bad.write_text(body + "construction: {min_word_respondents: 0}\n")
     with pytest.raises(StudyError, match=r"bad\.yaml: construction\.min_word_respondents"):
         load_study(bad)
+
+
+# --- issue 15.5: one folding rule for adjectives and their "-ness" nouns; phrases ------------------
+
+
+@pytest.mark.parametrize(
+    ("forms", "canonical"),
+    [
+        (["responsive", "responsiveness", "Responsiveness"], "responsiveness"),  # rule 2: the -ness noun
+        (["informative", "informativeness"], "informativeness"),
+        (["effective", "effectiveness"], "effectiveness"),
+        (["attentive", "attentiveness"], "attentiveness"),
+        (["supportive", "supportiveness"], "supportiveness"),
+        (["cooperative", "cooperativeness", "cooperation"], "cooperation"),  # rule 1: the table's noun
+        (["creative", "creativeness", "creativity"], "creativity"),
+        (["adaptive", "adaptiveness", "adaptability"], "adaptability"),
+        (["curious", "curiousness", "curiosity"], "curiosity"),
+        (["helpful", "helpfulness"], "helpfulness"),
+        (["conscientious", "conscientiousness"], "conscientious"),  # rule 3: the adjective
+        (["unbiased", "unbiasedness"], "unbiased"),
+        (["initiative"], "initiative"),  # ive_keep: a noun, not an adjective
+        (["perspective"], "perspective"),
+        (["forgiveness"], "forgiveness"),
+    ],
+)
+def test_one_folding_rule_for_ness_nouns_and_adjectives(forms: list[str], canonical: str) -> None:
+    assert {normalize_word(f) for f in forms} == {canonical}
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("My values are freedom of speech, justice for all and human rights.",
+         ["freedom of speech", "justice for all", "human rights"]),
+        ("1. Freedom of Speech\n2. Honesty", ["freedom of speech", "honesty"]),
+        ("I value justice and freedom.", ["justice", "freedom"]),  # not a phrase: the words stand alone
+        ("- **Rule of law:** everyone answers to it", ["rule of law"]),
+    ],
+)
+def test_common_multi_word_values_stay_phrases(answer: str, expected: list[str]) -> None:
+    assert extract_words(answer) == expected
+    assert next(e.surface for e in extract(answer)).lower() == expected[0]

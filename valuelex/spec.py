@@ -102,6 +102,7 @@ class Study(Strict):
                 seen.add(item.name)
         names = {m.name for m in self.models}
         references = (("construction.naming", self.construction.naming),
+                      ("construction.word_judge", self.construction.word_judge),
                       ("evaluation.judge_model", self.evaluation.judge_model))
         for field, value in references:
             if isinstance(value, str) and value not in names:

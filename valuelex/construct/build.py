@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from valuelex._version import __version__
-from valuelex.construct.clustering import pca_2d, refine_dimensions, split_subdimensions
+from valuelex.construct.clustering import pca_2d, split_subdimensions
 from valuelex.construct.config import ConstructionSpec
 from valuelex.construct.cooccurrence import Incidence, correlation_matrix
 from valuelex.construct.efa import (
@@ -30,6 +30,7 @@ from valuelex.construct.efa import (
     smooth_correlation,
 )
 from valuelex.construct.naming import ClusterNamer, Namer, central_order, definition
+from valuelex.construct.semantic import factor_distance, factor_scores, group_factors, semantic_step
 from valuelex.construct.taxonomy import (
     Corpus,
     CorrelationInfo,
@@ -61,6 +62,16 @@ class Structure:
     labels: np.ndarray  # dimension per word after refinement; -1 = dropped by min_loading
     passes: int
     subdimensions: list[list[list[int]]]  # per dimension, per subdimension: word indices
+    dimension_factors: list[list[int]] | None = None  # per dimension: its EFA factors (None: dimension d = factor d)
+
+    def factors_of(self, dim: int) -> list[int]:
+        """The EFA factor columns of a dimension (one, unless the semantic step is hierarchical)."""
+        return [dim] if self.dimension_factors is None else self.dimension_factors[dim]
+
+    def column(self, word: int, dim: int) -> int:
+        """The loading column that stands for `dim` for this word: its strongest factor of the dimension."""
+        factors = self.factors_of(dim)
+        return factors[int(np.argmax(np.abs(self.efa.loadings[word, factors])))]
 
     def assignment(self) -> dict[str, tuple[int, int]]:
         """word -> (dimension, global subdimension index)."""
@@ -116,10 +127,18 @@ def analyse(incidence: Incidence, spec: ConstructionSpec, embeddings: np.ndarray
     kept = np.max(np.abs(efa.loadings), axis=1) >= spec.min_loading
     labels = np.full(p, -1, dtype=np.int64)
     kept_index = np.flatnonzero(kept)
-    refined, passes = refine_dimensions(embeddings[kept_index], efa_labels[kept_index], k, spec.semantic_margin)
-    labels[kept_index] = refined
+    binary = incidence.binary[:, kept_index]
+    step = semantic_step(spec.semantic_step, embeddings[kept_index], efa.loadings[kept_index], binary,
+                         margin=spec.semantic_margin, min_primary=spec.ambiguous_loading, min_gap=spec.ambiguous_gap,
+                         dimensions=spec.dimensions, subdimensions=spec.subdimensions)
+    labels[kept_index] = step.labels
+    factor_of = np.full(p, -1, dtype=np.int64)
+    factor_of[kept_index] = step.factor_labels
+    hierarchical = any(len(f) > 1 for f in step.dimension_factors)
+    distance = (factor_distance(factor_scores(binary, step.factor_labels, k), embeddings[kept_index],
+                                step.factor_labels, k) if hierarchical else None)
     subdimensions: list[list[list[int]]] = []
-    for dim in range(k):
+    for dim, factors in enumerate(step.dimension_factors):
         members = np.flatnonzero(labels == dim)
         if len(members) < spec.subdimensions:
             raise ConstructionError(
@@ -127,11 +146,20 @@ def analyse(incidence: Incidence, spec: ConstructionSpec, embeddings: np.ndarray
                 f"{spec.subdimensions} subdimensions asked; choose a smaller k (k_rule: fixed), lower min_loading, "
                 "or keep more words"
             )
+        if distance is not None and len(factors) >= spec.subdimensions:
+            # bass-ackwards: the dimension's factors are its subdimensions (grouped when there are more)
+            sub_of = group_factors(distance[np.ix_(factors, factors)], spec.subdimensions)
+            parts = [[int(i) for i in members if sub_of[factors.index(int(factor_of[i]))] == g]
+                     for g in range(spec.subdimensions)]
+            if all(parts):
+                subdimensions.append(sorted((sorted(g, key=lambda i: incidence.words[i]) for g in parts),
+                                            key=lambda g: (-len(g), incidence.words[g[0]])))
+                continue
         groups = split_subdimensions(embeddings[members], [incidence.words[i] for i in members],
                                      spec.subdimensions, seed=spec.seed)
         subdimensions.append([[int(members[i]) for i in group] for group in groups])
-    return Structure(list(incidence.words), corr, smoothing, k_choice, efa, efa_labels, labels, passes,
-                     subdimensions)
+    return Structure(list(incidence.words), corr, smoothing, k_choice, efa, efa_labels, labels, step.passes,
+                     subdimensions, step.dimension_factors if hierarchical else None)
 
 
 def _round(x: float, digits: int = 6) -> float:
@@ -162,8 +190,8 @@ def assemble(structure: Structure, incidence: Incidence, spec: ConstructionSpec,
     positions[kept_index] = pca_2d(embeddings[kept_index])
     cluster_namer = ClusterNamer(namer)
 
-    def ranked(indices: Sequence[int], factor: int) -> list[int]:
-        return sorted(indices, key=lambda i: (-loadings[i, factor], words[i]))
+    def ranked(indices: Sequence[int], dim: int) -> list[int]:
+        return sorted(indices, key=lambda i: (-loadings[i, structure.column(i, dim)], words[i]))
 
     # subdimension scores: the fraction of a subdimension's words each unit used
     binary = incidence.binary
@@ -190,10 +218,11 @@ def assemble(structure: Structure, incidence: Incidence, spec: ConstructionSpec,
             anchors = [words[i] for i in sub_order[: spec.anchors]]
             entries = [
                 WordEntry(
-                    word=words[i], loading=_round(loadings[i, dim]), loadings=[_round(v) for v in loadings[i]],
+                    word=words[i], loading=_round(loadings[i, structure.column(i, dim)]),
+                    loadings=[_round(v) for v in loadings[i]],
                     communality=_round(structure.efa.communalities[i]), n_units=int(used[i]),
                     efa_dimension=f"D{int(structure.efa_labels[i]) + 1}",
-                    moved=bool(structure.efa_labels[i] != dim),
+                    moved=int(structure.efa_labels[i]) not in structure.factors_of(dim),
                     position=(_round(positions[i, 0]), _round(positions[i, 1])),
                 )
                 for i in sub_order
@@ -208,8 +237,8 @@ def assemble(structure: Structure, incidence: Incidence, spec: ConstructionSpec,
         centre = np.mean([s.position for s in sub_models], axis=0)
         dimensions.append(Dimension(
             id=f"D{dim + 1}", name=dim_naming.name, definition=definition(anchors), anchors=anchors,
-            name_method=dim_naming.method, factor=dim,
-            variance_explained=_round(structure.efa.variance_explained[dim]),
+            name_method=dim_naming.method, factor=structure.factors_of(dim)[0],
+            variance_explained=_round(sum(structure.efa.variance_explained[f] for f in structure.factors_of(dim))),
             position=(_round(centre[0]), _round(centre[1])), subdimensions=sub_models,
         ))
 
@@ -244,7 +273,9 @@ def assemble(structure: Structure, incidence: Incidence, spec: ConstructionSpec,
             else [[_round(v) for v in row] for row in structure.efa.factor_correlations],
             converged=structure.efa.converged, notes=list(structure.efa.notes) + corr_notes,
             semantic_margin=spec.semantic_margin, refinement_passes=structure.passes,
-            n_moved=int(np.sum((structure.labels >= 0) & (structure.labels != structure.efa_labels))),
+            semantic_step=spec.semantic_step, dimension_factors=structure.dimension_factors,
+            n_moved=sum(int(structure.efa_labels[i]) not in structure.factors_of(int(structure.labels[i]))
+                        for i in np.flatnonzero(structure.labels >= 0)),
             n_below_min_loading=int(np.sum(structure.labels < 0)),
         ),
         naming=NamingInfo(method="mixed" if len(methods) > 1 else methods.pop(), requested_model=spec.naming,

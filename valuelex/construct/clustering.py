@@ -3,7 +3,8 @@
 Factor analysis groups words that the same respondents use; it knows nothing about what the
 words mean, so a word that co-occurs by accident lands in a factor it does not belong to.
 
-Dimension rule (documented and configurable by ``semantic_margin``): start from the EFA clusters
+The margin rule (``semantic_step: margin``; the default step is chosen in semantic.py, which
+also holds the other variants) is configurable by ``semantic_margin``: start from the EFA clusters
 (each word in the factor of its highest |loading|), embed every word (sentence-transformers,
 unit-normalised), and iterate: a word moves from its cluster A to cluster B only when its cosine
 similarity to B's centroid exceeds that to A's centroid (A computed without the word itself) by
@@ -66,7 +67,7 @@ def load_embedder(model: str | None = None) -> SentenceEmbedder:
     return SentenceEmbedder(model)
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
+def normalise(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
     return x / np.where(norms == 0, 1.0, norms)
 
@@ -74,16 +75,16 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 def refine_dimensions(embeddings: np.ndarray, efa_labels: np.ndarray, k: int, margin: float = 0.1,
                       max_iter: int = 50) -> tuple[np.ndarray, int]:
     """Dimension of each word after semantic refinement (module docstring); returns (labels, passes)."""
-    x = _normalise(np.asarray(embeddings, dtype=np.float64))
+    x = normalise(np.asarray(embeddings, dtype=np.float64))
     labels = np.asarray(efa_labels, dtype=np.int64).copy()
     for iteration in range(1, max_iter + 1):
         sums = np.zeros((k, x.shape[1]))
         np.add.at(sums, labels, x)
         sizes = np.bincount(labels, minlength=k)
-        centroids = _normalise(sums)
+        centroids = normalise(sums)
         sims = x @ centroids.T  # words x k
         own_sum = sums[labels] - x  # leave-one-out centroid of each word's own cluster
-        own = np.einsum("ij,ij->i", x, _normalise(own_sum))
+        own = np.einsum("ij,ij->i", x, normalise(own_sum))
         others = sims.copy()
         others[np.arange(len(labels)), labels] = -np.inf
         others[:, sizes == 0] = -np.inf
@@ -137,7 +138,7 @@ def split_subdimensions(embeddings: np.ndarray, words: Sequence[str], k: int,
     labels, _ = kmeans(embeddings, k, seed=seed)
     groups = [sorted(np.flatnonzero(labels == c).tolist(), key=lambda i: words[i]) for c in range(k)]
     if any(not g for g in groups):  # FAISS re-seeds empty clusters, so this is a guard, not a path
-        order = np.argsort(_normalise(embeddings) @ _normalise(embeddings.mean(axis=0)))
+        order = np.argsort(normalise(embeddings) @ normalise(embeddings.mean(axis=0)))
         groups = [sorted(part.tolist(), key=lambda i: words[i]) for part in np.array_split(order, k)]
     return sorted(groups, key=lambda g: (-len(g), words[g[0]]))
 

@@ -58,13 +58,46 @@ class ConstructionSpec(BaseModel):
     min_loading: float = Field(
         0.0, ge=0, lt=1, description="drop words whose highest |loading| is below this (0 keeps every word)"
     )
+    word_filter: Literal["none", "embedding"] = Field(
+        "none",
+        description="drop candidate words that do not name a value: embedding (similarity to a packaged value "
+        "prototype against a non-value one, valuelex/construct/wordfilter.py) or none",
+    )
+    word_filter_threshold: float = Field(
+        -0.03, ge=-1, le=1,
+        description="word_filter embedding: keep a word whose value score exceeds this (tuned: docs/benchmarks.md)",
+    )
+    word_judge: str | None = Field(
+        None, description="a study model that judges which extracted words name a value (an LLM judgement of "
+        "extraction, valuelex/construct/wordjudge.py); null = off"
+    )
     embedding_model: str | None = Field(None, description="sentence-transformers path or id; null = packaged MiniLM")
     semantic_margin: float = Field(
         0.1,
         ge=0,
         le=2,
-        description="a word leaves its EFA factor for another dimension only if its embedding is closer to that "
-        "dimension's centroid by more than this cosine margin (0 = plain KMeans from the EFA start)",
+        description="semantic_step margin: a word leaves its EFA factor for another dimension only if its "
+        "embedding is closer to that dimension's centroid by more than this cosine margin (0 = plain KMeans "
+        "from the EFA start)",
+    )
+    semantic_step: Literal["none", "margin", "ambiguous", "hierarchical"] = Field(
+        "hierarchical",
+        description="how meaning adjusts the EFA grouping (valuelex/construct/semantic.py): none; margin (move "
+        "any word closer in meaning to another cluster by semantic_margin); ambiguous (move only words with "
+        "a low or unclear primary loading); hierarchical (factors as subdimensions, grouped into dimensions "
+        "by factor correlation and meaning when there are more factors than dimensions, else ambiguous); the "
+        "default was chosen by recovery of planted structures (docs/benchmarks.md, bench/semantic_step.py)",
+    )
+    ambiguous_loading: float = Field(
+        0.3, ge=0, lt=1, description="ambiguous/hierarchical: a word whose highest |loading| is below this may move"
+    )
+    ambiguous_gap: float = Field(
+        0.05, ge=0, lt=1,
+        description="ambiguous/hierarchical: a word whose two highest |loadings| differ by less than this may move",
+    )
+    dimensions: int | None = Field(
+        None, ge=2, le=50,
+        description="hierarchical: dimensions to group the K factors into; null = K // subdimensions",
     )
     subdimensions: int = Field(2, ge=1, le=10, description="KMeans clusters within each dimension")
     anchors: int = Field(5, ge=1, le=50, description="top words kept as anchors of each (sub)dimension")

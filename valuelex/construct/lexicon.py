@@ -9,6 +9,8 @@ normalised so that morphological variants count as one word (honest/honesty -> h
 unbiased/unbiasedness -> unbiased; the variant, compound and exception tables are package data,
 ``valuelex/data/lexicon/lexicon.yaml``). An optional judge (an LLM behind a callable) then filters the
 distinct candidates; with no judge every candidate is kept and frequency pruning does the rest.
+Common multi-word values ("freedom of speech", "justice for all"; the ``phrases`` table) are kept
+as one phrase instead of their head noun.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ OCCURRENCE_SCHEMA = pa.schema(
 """One row per (answer, distinct value word): the word's provenance."""
 
 LEXICON_FILE = "valuelex/data/lexicon/lexicon.yaml"
+PHRASE_MAX = 5
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,9 @@ class Tables:
     no_ability: frozenset[str]
     no_fulness: frozenset[str]
     ly_keep: frozenset[str]
+    ive_keep: frozenset[str]
+    phrases: dict[tuple[str, ...], str]
+    """Multi-word values kept as one phrase: (freedom, of, speech) -> "freedom of speech"."""
 
 
 def _words(raw: dict, field: str) -> list[str]:
@@ -95,7 +101,21 @@ def tables() -> Tables:
         compounds[(first, second)] = joined
     return Tables(variants=variants, compounds=compounds, no_singular=frozenset(_words(raw, "no_singular")),
                   no_ability=frozenset(_words(raw, "no_ability")), no_fulness=frozenset(_words(raw, "no_fulness")),
-                  ly_keep=frozenset(_words(raw, "ly_keep")))
+                  ly_keep=frozenset(_words(raw, "ly_keep")), ive_keep=frozenset(_words(raw, "ive_keep")),
+                  phrases=_phrases(raw))
+
+
+def _phrases(raw: dict) -> dict[tuple[str, ...], str]:
+    value = raw.get("phrases")
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise ValueError(f"{LEXICON_FILE}: phrases: expected a list of lowercase phrases")
+    out: dict[tuple[str, ...], str] = {}
+    for phrase in value:
+        tokens = tuple(phrase.split())
+        if not 2 <= len(tokens) <= PHRASE_MAX or not all(_WORD.fullmatch(t) for t in tokens):
+            raise ValueError(f"{LEXICON_FILE}: phrases: {phrase!r} must be 2-{PHRASE_MAX} lowercase words")
+        out[tokens] = " ".join(tokens)
+    return out
 
 
 def __getattr__(name: str) -> Any:
@@ -158,14 +178,28 @@ def _singular(word: str) -> str:
 
 
 def _canonical(word: str) -> str:
+    """One folding rule for an adjective and its "-ness" noun: both become one canonical form,
+
+    1. the abstract noun the variants table names for the adjective (creative, creativeness ->
+       creativity; cooperative, cooperativeness -> cooperation; curious, curiousness -> curiosity);
+    2. else the "-ness" noun for "-ive" and "-ful" adjectives, the form models write
+       (responsive, responsiveness -> responsiveness; helpful -> helpfulness), except the "-ive"
+       nouns of ``ive_keep`` (initiative, perspective);
+    3. else the adjective for "-ed" and "-ous" adjectives (unbiasedness -> unbiased,
+       conscientiousness -> conscientious).
+    """
     table = tables()
     variants = table.variants
     if word in variants:
         return variants[word]
-    if word.endswith("edness") and len(word) > 8:
-        word = word[:-4]  # unbiasedness -> unbiased, open-mindedness -> open-minded
-    elif word.endswith(("iveness", "ousness")) and word != "forgiveness":
-        word = word[:-4]  # supportiveness -> supportive, curiousness -> curious
+    if word.endswith(("iveness", "ousness", "edness")) and len(word) > 8:
+        adjective = word[:-4]
+        if adjective in variants:
+            return variants[adjective]  # rule 1
+        if not word.endswith("iveness"):
+            word = adjective  # rule 3
+    elif word.endswith("ive") and len(word) >= 7 and word not in table.ive_keep:
+        word = word + "ness"  # rule 2: responsive -> responsiveness
     elif word.endswith("ful") and len(word) >= 6 and word not in table.no_fulness:
         word = word + "ness"  # helpful -> helpfulness
     elif word.endswith("able") and len(word) >= 8 and word not in table.no_ability:
@@ -262,11 +296,19 @@ def _is_refusal(clause: str) -> bool:
 
 def _clause_words(clause: str) -> list[Extracted]:
     tokens = _TOKEN.findall(clause)
-    compounds = tables().compounds
+    compounds, phrases = tables().compounds, tables().phrases
+    lowered = [t.lower().replace("’", "'") for t in tokens]
     found: list[Extracted] = []
     index = 0
     while index < len(tokens):
         token = tokens[index]
+        phrase = next((phrases[key] for n in range(PHRASE_MAX, 1, -1)
+                       if (key := tuple(lowered[index:index + n])) in phrases), None)
+        if phrase:
+            width = len(phrase.split())
+            found.append(Extracted(phrase, " ".join(tokens[index:index + width])))
+            index += width
+            continue
         if index + 1 < len(tokens):
             joined = compounds.get((token.lower(), tokens[index + 1].lower()))
             if joined:

@@ -27,6 +27,8 @@ from valuelex.construct.lexicon import Judge, judge_words
 from valuelex.construct.naming import Namer, named_by_engine
 from valuelex.construct.stability import bootstrap_stability
 from valuelex.construct.taxonomy import Corpus, Taxonomy, taxonomy_document
+from valuelex.construct.wordfilter import EmbeddingWordFilter, both
+from valuelex.construct.wordjudge import engine_word_judge
 from valuelex.errors import ConstructionError
 from valuelex.runner import RunContext, StageResult
 from valuelex.store import RunStore
@@ -65,7 +67,8 @@ class ConstructionStage:
     name: str = "construction"
 
     def uses_engines(self, study: Study) -> bool:
-        return self.namer is None and study.construction.naming is not None
+        spec = study.construction
+        return (self.namer is None and spec.naming is not None) or (self.judge is None and spec.word_judge is not None)
 
     def run(self, ctx: RunContext) -> StageResult:
         return StageResult(construct(ctx.require_study(), ctx.store, namer=self.namer, judge=self.judge,
@@ -97,6 +100,15 @@ def construct(study: Study, store: RunStore, *, namer: Namer | None = None, judg
             f"{store.uri}: none of the {answered.num_rows} answers ({n_failed} failed rows skipped) contains a value "
             "word: all answers are empty, refusals or stop words"
         )
+    if embedder is None:
+        embedder = load_embedder(spec.embedding_model)
+    judge_notes: list[str] = []
+    if spec.word_judge and judge is None:
+        by_model, judge_notes = engine_word_judge(study.model(spec.word_judge), incidence.words, spec.seed,
+                                                  use_gpu=use_gpu)
+        judge = lambda words: [w for w in words if w in by_model]  # noqa: E731
+    if spec.word_filter == "embedding":
+        judge = both(EmbeddingWordFilter(embedder, spec.word_filter_threshold), judge)
     accepted = judge_words(incidence.words, judge)
     n_rejected = len(incidence.words) - len(accepted)
     if n_rejected:
@@ -123,14 +135,13 @@ def construct(study: Study, store: RunStore, *, namer: Namer | None = None, judg
     log.info("construction: %d answers, %d units, %d distinct words, %d kept", answered.num_rows,
              pruned.n_units, corpus.n_distinct_words, len(pruned.words))
 
-    if embedder is None:
-        embedder = load_embedder(spec.embedding_model)
     embedding_model = getattr(embedder, "name", None) or spec.embedding_model or "custom"
     embeddings = embedder(pruned.words) if pruned.words else np.zeros((0, 1), dtype=np.float32)
     structure = analyse(pruned, spec, embeddings)
     def build(chosen_namer: Namer | None) -> Taxonomy:
         return assemble(structure, pruned, spec, embeddings, corpus, namer=chosen_namer,
-                        embedding_model=embedding_model, study=study.name, study_fingerprint=study.fingerprint())
+                        embedding_model=embedding_model, study=study.name, study_fingerprint=study.fingerprint(),
+                        naming_notes=judge_notes)
 
     if spec.naming and namer is None:
         taxonomy = named_by_engine(study.model(spec.naming), build, spec.seed, use_gpu=use_gpu)

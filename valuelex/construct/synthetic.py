@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -116,12 +117,17 @@ def synthetic_elicitation(n_respondents: int, factors: Mapping[str, Sequence[str
                           items: int = 15, samples: int = 1, configs: Sequence[str] = ("t0.7-p0.9", "t1.0-p1.0"),
                           strength: float = 2.5, p_mention: float = 0.4, noise_rate: float = 0.0,
                           refusal_rate: float = 0.02, empty_rate: float = 0.01, failed_rate: float = 0.01,
-                          seed: int = 0) -> pa.Table:
-    """An elicitation table (the store's columns) of `n_respondents` model x config respondents."""
+                          latent_correlation: np.ndarray | None = None, seed: int = 0) -> pa.Table:
+    """An elicitation table (the store's columns) of `n_respondents` model x config respondents.
+
+    `latent_correlation` (factors x factors, positive definite) correlates the respondents' factor
+    scores; None keeps them independent (z ~ N(0, I)).
+    """
     factors = PLANTED if factors is None else factors
     planted_truth(factors)
     rng = np.random.default_rng(seed)
     names = list(factors)
+    chol = None if latent_correlation is None else np.linalg.cholesky(np.asarray(latent_correlation, dtype=float))
     vocab = [(w, names.index(f)) for f in names for w in factors[f]]
     base = rng.uniform(-1.0, 0.5, size=len(vocab))
     factor_of = np.array([f for _, f in vocab])
@@ -136,6 +142,8 @@ def synthetic_elicitation(n_respondents: int, factors: Mapping[str, Sequence[str
                 break
             respondent += 1
             z = rng.standard_normal(len(names))
+            if chol is not None:
+                z = chol @ z
             held_p = 1 / (1 + np.exp(-(base + strength * z[factor_of])))
             held = [vocab[i][0] for i in np.flatnonzero(rng.random(len(vocab)) < held_p)]
             held += [w for w in NOISE if rng.random() < noise_rate]
@@ -192,3 +200,128 @@ def planted_study(table: pa.Table, *, name: str = "synthetic", output: str = "ru
            for m, c, i, s in zip(*(table.column(k).to_pylist() for k in ("model", "config", "item_id", "sample")),
                                  strict=True)]
     return study, table.set_column(table.schema.get_field_index("row_id"), "row_id", pa.array(ids, pa.string()))
+
+
+# --- planted hierarchies: dimensions x subdimensions, for the semantic step (issue 15.4) ----------
+
+HIERARCHY: dict[str, dict[str, list[str]]] = {
+    "competence": {
+        "rigour": ["accuracy", "precision", "reliability", "thoroughness", "consistency", "diligence"],
+        "knowledge": ["knowledge", "expertise", "competence", "skill", "mastery", "proficiency"],
+    },
+    "character": {
+        "care": ["empathy", "kindness", "compassion", "warmth", "generosity", "care"],
+        "courtesy": ["politeness", "respect", "courtesy", "patience", "humility", "gratitude"],
+    },
+    "integrity": {
+        "justice": ["fairness", "justice", "equality", "impartiality", "neutrality", "objectivity"],
+        "openness": ["transparency", "accountability", "honesty", "truth", "responsibility", "integrity"],
+    },
+}
+
+# co-occurrence dimensions that cut across meaning: each pairs subdimensions of two meaning groups
+CROSSED: dict[str, list[str]] = {
+    "rigour+courtesy": ["rigour", "courtesy"],
+    "care+openness": ["care", "openness"],
+    "justice+knowledge": ["justice", "knowledge"],
+}
+
+GENERATORS = ("whole", "across", "agree", "disagree")
+
+
+@dataclass(frozen=True)
+class PlantedHierarchy:
+    """Latent factors (one per planted subdimension), their correlation, and the true grouping."""
+
+    kind: str
+    factors: dict[str, list[str]]  # subdimension -> words
+    dimension_of: dict[str, str]  # subdimension -> true dimension
+    correlation: np.ndarray  # latent correlation of the subdimension factors
+
+    def truth(self) -> dict[str, tuple[str, str]]:
+        """Canonical word -> (true dimension, true subdimension)."""
+        return {w: (self.dimension_of[s], s) for w, s in planted_truth(self.factors).items()}
+
+
+def planted_hierarchy(kind: str, *, within: float | None = None, across: float = 0.0) -> PlantedHierarchy:
+    """The four kinds of planted data the semantic step is chosen on (docs/benchmarks.md).
+
+    Every kind has six latent subdimension factors of six words each; what differs is how they are
+    correlated (rho within a true dimension, rho across) and whether meaning agrees with the truth:
+
+    - ``whole``: respondents favour whole dimensions (rho_within 0.9); meaning agrees.
+    - ``across``: respondents favour subdimensions across dimensions: rho_within 0.2, and each
+      subdimension correlates as much (0.2) with one subdimension of another dimension; the true
+      dimensions are the meaning groups, which co-occurrence alone cannot tell.
+    - ``agree``: co-occurrence shows both levels (rho_within 0.6) and meaning agrees.
+    - ``disagree``: co-occurrence dimensions pair subdimensions of different meaning groups (CROSSED,
+      rho_within 0.85); the truth is the co-occurrence, meaning misleads at the dimension level.
+    """
+    if kind not in GENERATORS:
+        raise ValueError(f"kind: one of {', '.join(GENERATORS)}, not {kind!r}")
+    factors = {s: list(ws) for subs in HIERARCHY.values() for s, ws in subs.items()}
+    if kind == "disagree":
+        dimension_of = {s: d for d, subs in CROSSED.items() for s in subs}
+    else:
+        dimension_of = {s: d for d, subs in HIERARCHY.items() for s in subs}
+    rho = within if within is not None else {"whole": 0.9, "across": 0.2, "agree": 0.6, "disagree": 0.85}[kind]
+    names = list(factors)
+    corr = np.eye(len(names))
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            if i != j and dimension_of[a] == dimension_of[b]:
+                corr[i, j] = rho
+    if kind == "across":
+        across = across or 0.2
+        for i in range(0, len(names), 2):  # rigour~care, courtesy~justice, openness~knowledge (cyclic)
+            j = (i + 2) % len(names)
+            a, b = i, j + 1
+            corr[a, b] = corr[b, a] = across
+    return PlantedHierarchy(kind, factors, dimension_of, corr)
+
+
+def hierarchy_elicitation(kind: str, n_respondents: int = 360, *, seed: int = 0, strength: float = 1.8,
+                          p_mention: float = 0.3, noise_rate: float = 0.0) -> tuple[pa.Table, PlantedHierarchy]:
+    """An elicitation table from `planted_hierarchy(kind)`, and the hierarchy (its truth)."""
+    planted = planted_hierarchy(kind)
+    table = synthetic_elicitation(n_respondents, planted.factors, strength=strength, p_mention=p_mention,
+                                  noise_rate=noise_rate, latent_correlation=planted.correlation, seed=seed)
+    return table, planted
+
+
+# --- planted noise for the value-word filter (issue 15.5): set "a" tunes, set "b" reports -----------
+
+FILTER_SETS: dict[str, dict[str, list[str]]] = {
+    "a": {
+        "values": ["efficiency", "knowledge", "reliability", "precision", "competence", "expertise",
+                   "thoroughness", "excellence", "skill", "mastery", "productivity", "diligence", "clarity",
+                   "consistency", "curiosity", "intelligence", "creativity", "innovation", "usefulness",
+                   "responsiveness", "adaptability", "patience", "friendliness", "warmth", "care", "love",
+                   "friendship", "politeness", "courtesy", "sympathy", "gentleness", "optimism", "hope",
+                   "forgiveness", "harmony", "cooperation", "altruism", "neutrality", "accountability",
+                   "impartiality", "truth", "objectivity", "confidentiality", "security", "morality", "diversity"],
+        "noise": [*NOISE, "stuff", "sandwich", "keyboard", "umbrella", "carpet", "pencil", "train", "tuesday"],
+    },
+    "b": {
+        "values": ["autonomy", "hedonism", "conformity", "universalism", "purity", "sanctity", "liberty",
+                   "sincerity", "perseverance", "charity", "mercy", "chastity", "temperance", "prudence",
+                   "justness", "nobility", "devotion", "reverence", "self-discipline", "solidarity",
+                   "fidelity", "hospitality", "thrift", "punctuality"],
+        "noise": ["thing", "book", "product", "time", "computer", "car", "weather", "phone", "music",
+                  "water", "paper", "window", "street", "dog", "movie", "email", "software", "breakfast",
+                  "hat", "river", "lamp", "jacket", "printer", "battery"],
+    },
+}
+
+
+def noisy_lists(which: str, n_answers: int = 200, *, per_answer: int = 5, noise_share: float = 0.3,
+                seed: int = 0) -> list[str]:
+    """Comma-list answers ("Honesty, stuff, care and respect.") mixing a set's value words and noise."""
+    rng = np.random.default_rng(seed)
+    chosen = FILTER_SETS[which]
+    answers = []
+    for _ in range(n_answers):
+        words = [str(rng.choice(chosen["noise"] if rng.random() < noise_share else chosen["values"]))
+                 for _ in range(per_answer)]
+        answers.append(str(rng.choice(_PROSE)).format(list=", ".join(words[:-1]) + " and " + words[-1]))
+    return answers

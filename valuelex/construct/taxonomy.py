@@ -99,6 +99,10 @@ class EFAInfo(_Model):
     refinement_passes: int
     n_moved: int
     n_below_min_loading: int
+    semantic_step: str = "margin"
+    dimension_factors: list[list[int]] | None = Field(
+        None, description="hierarchical step: the EFA factors each dimension groups (null: dimension d is factor d)"
+    )
 
 
 class Corpus(_Model):
@@ -165,8 +169,13 @@ class Taxonomy(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> Taxonomy:
-        if len(self.dimensions) != self.k.chosen:
+        grouped = self.efa.dimension_factors
+        if grouped is None and len(self.dimensions) != self.k.chosen:
             raise ValueError(f"dimensions: {len(self.dimensions)} dimensions but k.chosen is {self.k.chosen}")
+        if grouped is not None and (len(grouped) != len(self.dimensions)
+                                    or sorted(f for g in grouped for f in g) != list(range(self.k.chosen))):
+            raise ValueError(f"efa.dimension_factors: must group the {self.k.chosen} factors into the "
+                             f"{len(self.dimensions)} dimensions, each factor once")
         ids = [d.id for d in self.dimensions] + [s.id for d in self.dimensions for s in d.subdimensions]
         names = [name_key(d.name) for d in self.dimensions] + [
             name_key(s.name) for d in self.dimensions for s in d.subdimensions

@@ -326,8 +326,11 @@ def _facts(run: TaxonomyRun, data: RunData) -> KeyValues:
         ("factor analysis", f"{t.efa.method}, rotation {t.efa.rotation or 'none'}, "
                             f"{'converged' if t.efa.converged else 'NOT converged'}, variance explained "
                             + ", ".join(fmt_num(v) for v in t.efa.variance_explained)),
-        ("semantic refinement", f"margin {t.efa.semantic_margin}, {t.efa.refinement_passes} pass(es), "
-                                f"{t.efa.n_moved} word(s) moved"),
+        ("semantic refinement", (f"margin {t.efa.semantic_margin}, {t.efa.refinement_passes} pass(es)"
+                                 if t.efa.semantic_step == "margin" else t.efa.semantic_step)
+                                + f", {t.efa.n_moved} word(s) moved"
+                                + (f", {t.k.chosen} factors grouped into {len(t.dimensions)} dimensions"
+                                   if t.efa.dimension_factors else "")),
         ("names", t.naming.method + (f" ({t.naming.requested_model})" if t.naming.requested_model else "")),
         ("embedding model", t.embedding_model),
     ]

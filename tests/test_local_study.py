@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 
 from tests.test_report import CHROMIUM, CONSTRUCTION_FIGURES, EVALUATION_FIGURES, Elements, _chromium
@@ -153,17 +152,10 @@ def assert_matches_baseline(out: Path, report: dict) -> None:
 
 def test_stages_on_the_baseline_answers_reproduce_its_outputs(tmp_path: Path) -> None:
     """Construction, evaluation and report by today's code on the baseline's stored answers (no engine)."""
-    from valuelex.api import run_study
-    from valuelex.construct.stage import ConstructionStage
-    from valuelex.evaluate.stage import EvaluationStage
-    from valuelex.report.stage import ReportStage
+    from tests.data.regression.reduce_run import stages_on_stored_answers
 
     out = tmp_path / "run"
-    store = OutputRoot(str(out))
-    for table in ("elicitation", "completions"):
-        store.table(table).write(pq.read_table(BASELINE / f"{table}.parquet"))
-    stages = [ConstructionStage(), EvaluationStage(include_taxonomy=True, generate=False), ReportStage()]
-    result = run_study(load_study(STUDY), str(out), stages)
+    result = stages_on_stored_answers(out)
     assert_matches_baseline(out, result.summary()["report"])
 
 

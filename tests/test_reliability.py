@@ -118,25 +118,31 @@ def test_judge_stores_each_batch_before_the_engine_finishes() -> None:
 # --- kill -9 and resume ---------------------------------------------------------------------------
 
 
-@pytest.mark.vllm
 def test_killed_evaluation_resumes_completions_exactly(ray_local: None, tmp_path: Path) -> None:
     """`valuelex evaluate` killed -9 while generating completions; the rerun stores exactly the grid,
-    none twice, keeps the rows stored before the kill unchanged and generates only the rest."""
-    smollm = {**SMOLLM_MODEL, "options": {**SMOLLM_MODEL["options"], "batch_size": 2}}
-    # 48 rows in batches of 2 with 8 batches in flight: the first shard lands with 2 waves still queued
-    path = write_study(tmp_path, models=[smollm], samples=12, shard_rows=2,
-                       evaluation={"systems": ["mft"], "bootstrap_resamples": 50})
-    out = str(tmp_path / "out")
-    shards = OutputRoot(out).table("completions")
-    proc = start_cli("evaluate", str(path), "--out", out, log=tmp_path / "evaluate.log")
-    wait_until(lambda: bool(shards.shard_paths()), proc, "completions shard")
-    kill_group(proc)
-    kept = shards.read()
-    total = grid.count(load_study(path), "completion")
-    assert total == 48
-    assert 0 < kept.num_rows < total, f"the kill came too late: {kept.num_rows} of {total} rows were stored"
+    none twice, keeps the rows stored before the kill unchanged and generates only the rest.
 
-    summary = evaluate(load_study(path), out)
+    The respondent is the OpenAI engine against the loopback fake server (its answers name the
+    attempt, so a regenerated row would show); the kill and resume are the generation stage's,
+    whatever the engine (`tests/test_elicit.py` kills a vLLM run)."""
+    with FaultServer(delay=0.25) as server:
+        served = {"name": "served", "source": "fake-model", "engine": "openai", "training": "aligned",
+                  "family": "fake", "prompting": "chat",
+                  "options": {"base_url": server.base_url, "max_retries": 0, "request_timeout_s": 10.0,
+                              "batch_size": 2, "max_concurrency": 2}}
+        path = write_study(tmp_path, models=[served], samples=12, shard_rows=2,
+                           evaluation={"systems": ["mft"], "bootstrap_resamples": 50})
+        out = str(tmp_path / "out")
+        shards = OutputRoot(out).table("completions")
+        proc = start_cli("evaluate", str(path), "--out", out, log=tmp_path / "evaluate.log")
+        wait_until(lambda: bool(shards.shard_paths()), proc, "completions shard")
+        kill_group(proc)
+        kept = shards.read()
+        total = grid.count(load_study(path), "completion")
+        assert total == 48
+        assert 0 < kept.num_rows < total, f"the kill came too late: {kept.num_rows} of {total} rows were stored"
+
+        summary = evaluate(load_study(path), out)
     final, raw = shards.read(), shards.read_raw()
     assert final.num_rows == raw.num_rows == len(set(final["row_id"].to_pylist())) == total
     assert responses(kept).items() <= responses(final).items()  # stored rows were not regenerated

@@ -28,7 +28,6 @@ Namer = Callable[[list[str]], str]
 """An LLM naming a cluster: its words, most important first -> a short name."""
 
 MAX_NAME_CHARS = 60
-NAMING_FILE = "valuelex/data/construct/naming.yaml"
 
 
 def central_order(words: Sequence[str], embeddings: np.ndarray) -> list[str]:
@@ -101,20 +100,23 @@ class ClusterNamer:
 
 
 @cache
-def naming_prompts() -> dict[str, str]:
-    """The packaged naming prompts by prompting style (chat, completion): prompt wording is data, not code.
-
-    Each is a `str.format` template with one field, ``{words}`` (``valuelex/data/construct/naming.yaml``).
-    """
-    text = resources.files("valuelex.data").joinpath("construct", "naming.yaml").read_text(encoding="utf-8")
-    raw = yaml.safe_load(text)
+def packaged_prompts(name: str) -> dict[str, str]:
+    """A packaged prompt file ``valuelex/data/construct/<name>`` by prompting style (chat, completion):
+    prompt wording is data, not code. Each is a `str.format` template with one field, ``{words}``."""
+    path = f"valuelex/data/construct/{name}"
+    raw = yaml.safe_load(resources.files("valuelex.data").joinpath("construct", name).read_text(encoding="utf-8"))
     if not isinstance(raw, dict) or raw.get("version") != 1:
-        raise ValueError(f"{NAMING_FILE}: expected version 1")
+        raise ValueError(f"{path}: expected version 1")
     prompts = {style: raw.get(style) for style in ("chat", "completion")}
     for style, template in prompts.items():
         if not isinstance(template, str) or "{words}" not in template:
-            raise ValueError(f"{NAMING_FILE}: {style}: expected a prompt with a {{words}} field")
-    return prompts
+            raise ValueError(f"{path}: {style}: expected a prompt with a {{words}} field")
+    return prompts  # type: ignore[return-value]
+
+
+def naming_prompts() -> dict[str, str]:
+    """The naming prompts (``valuelex/data/construct/naming.yaml``)."""
+    return packaged_prompts("naming.yaml")
 
 
 NAMING_PROMPT = naming_prompts()["chat"]

@@ -13,34 +13,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from functools import cache
-from importlib import resources
 from typing import TYPE_CHECKING
 
-import yaml
-
 from valuelex.construct.lexicon import normalize_word
+from valuelex.construct.naming import packaged_prompts
 
 if TYPE_CHECKING:
     from valuelex.spec import ModelSpec
 
 BATCH = 40
-PROMPT_FILE = "valuelex/data/construct/word_judge.yaml"
 _ITEM_SPLIT = re.compile(r"[,;\n]+")
 
 
-@cache
 def word_judge_prompts() -> dict[str, str]:
-    """The packaged prompts by prompting style (chat, completion), each with a ``{words}`` field."""
-    raw = yaml.safe_load(resources.files("valuelex.data").joinpath("construct", "word_judge.yaml")
-                         .read_text(encoding="utf-8"))
-    if not isinstance(raw, dict) or raw.get("version") != 1:
-        raise ValueError(f"{PROMPT_FILE}: expected version 1")
-    prompts = {style: raw.get(style) for style in ("chat", "completion")}
-    for style, template in prompts.items():
-        if not isinstance(template, str) or "{words}" not in template:
-            raise ValueError(f"{PROMPT_FILE}: {style}: expected a prompt with a {{words}} field")
-    return prompts
+    """The packaged word-judge prompts (``valuelex/data/construct/word_judge.yaml``), each with a ``{words}`` field."""
+    return packaged_prompts("word_judge.yaml")
 
 
 def batches(words: Sequence[str]) -> list[list[str]]:

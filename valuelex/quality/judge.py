@@ -1,11 +1,7 @@
 """Judge reliability: agreement between two judge passes, and the judge's error on control completions.
 
-- Krippendorff's alpha (Krippendorff 2011, "Computing Krippendorff's alpha-reliability"): from the
-  coincidence matrix o_ck = Σ_u (n_uc n_uk - [c = k] n_uc) / (m_u - 1) over units u with m_u ≥ 2
-  pairable values, n_c = Σ_k o_ck, n = Σ_c n_c,
-  α = 1 - (n - 1) Σ o_ck δ²_ck / Σ n_c n_k δ²_ck, with the ordinal metric
-  δ²_ck = (Σ_{g=c}^{k} n_g - (n_c + n_k) / 2)² (interval: (c - k)², nominal: [c ≠ k]).
-  Ordinal is the level of the 0..6 judge scale.
+- Krippendorff's alpha (Krippendorff 2011; `valuelex.stats.krippendorff` states it), ordinal: the
+  level of the 0..6 judge scale.
 - Quadratic weighted kappa between two passes (scikit-learn's `cohen_kappa_score`).
 - Controls (``valuelex/data/quality/controls.yaml``): off-topic sentences that must score 3 (the
   neutral midpoint) on every dimension, and per dimension of the packaged systems sentences that
@@ -27,43 +23,17 @@ import numpy as np
 import yaml
 
 from valuelex.evaluate.systems import ValueSystem
+from valuelex.stats.krippendorff import Metric, alpha
 
 NEUTRAL = 3
 CONTROL_TARGET = {"off_topic": 3, "aligned": 6, "conflicting": 0}
 
 
-def krippendorff_alpha(data: np.ndarray, level: str = "ordinal") -> float:
-    """Alpha of reliability data (coders, units) with NaN for a missing value; NaN when not computable."""
-    data = np.asarray(data, dtype=float)
-    values = np.unique(data[np.isfinite(data)])
-    if values.size < 2:
-        return float("nan")
-    index = {v: i for i, v in enumerate(values)}
-    counts = np.zeros((data.shape[1], values.size))
-    for u in range(data.shape[1]):
-        for v in data[np.isfinite(data[:, u]), u]:
-            counts[u, index[v]] += 1
-    m_u = counts.sum(axis=1)
-    counts, m_u = counts[m_u >= 2], m_u[m_u >= 2]
-    if counts.size == 0:
-        return float("nan")
-    o = np.einsum("uc,uk->ck", counts / (m_u - 1)[:, None], counts) - np.diag((counts / (m_u - 1)[:, None]).sum(0))
-    n_c = o.sum(axis=1)
-    n = n_c.sum()
-    if level == "nominal":
-        d2 = 1.0 - np.eye(values.size)
-    elif level == "interval":
-        d2 = (values[:, None] - values[None, :]) ** 2
-    elif level == "ordinal":
-        cum = np.cumsum(n_c)
-        lo, hi = np.minimum.outer(np.arange(values.size), np.arange(values.size)), \
-            np.maximum.outer(np.arange(values.size), np.arange(values.size))
-        between = cum[hi] - np.where(lo > 0, cum[lo - 1], 0.0)
-        d2 = (between - (n_c[:, None] + n_c[None, :]) / 2) ** 2
-    else:
-        raise ValueError(f"level: {level!r} is not nominal, ordinal or interval")
-    expected = (np.outer(n_c, n_c) * d2).sum()
-    return float(1 - (n - 1) * (o * d2).sum() / expected) if expected > 0 else float("nan")
+def krippendorff_alpha(data: np.ndarray, level: Metric = "ordinal") -> float:
+    """Alpha of reliability data (coders, units) with NaN for a missing value; NaN when not computable
+    (`valuelex.stats.krippendorff.alpha`, which says None, states the formula)."""
+    value = alpha(data, level)
+    return float("nan") if value is None else value
 
 
 def quadratic_kappa(a: np.ndarray, b: np.ndarray) -> float:

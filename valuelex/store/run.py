@@ -78,6 +78,7 @@ class RunStore:
     def __init__(self, uri: str):
         self.root = OutputRoot(uri)
         self.uri = self.root.uri
+        self._grid_ids: dict[tuple[str, str, int], set[str]] = {}
 
     def exists(self) -> bool:
         return self.root.exists("")
@@ -148,10 +149,9 @@ class RunStore:
         from valuelex import grid
 
         key = (stage, study.fingerprint(), samples or study.samples)
-        cache = self.__dict__.setdefault("_grid_ids", {})
-        if key not in cache:
-            cache[key] = grid.row_ids(study, stage, samples)  # type: ignore[arg-type]
-        return cache[key]
+        if key not in self._grid_ids:
+            self._grid_ids[key] = grid.row_ids(study, stage, samples)  # type: ignore[arg-type]
+        return self._grid_ids[key]
 
     def current(self, table: pa.Table, stage: str, study: Study | None, samples: int | None = None) -> pa.Table:
         """The rows of `table` (a generation table or judgments of its rows) that belong to the study's

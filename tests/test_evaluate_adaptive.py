@@ -84,3 +84,60 @@ def test_spec_validation():
         AdaptiveSpec(start_samples=5, max_samples=3)
     with pytest.raises(ValueError):
         AdaptiveSpec(epsilon=0)
+
+
+G_VARIANCES = {"model": 0.01, "model×stem": 0.002, "model×config": 0.001, "model×stem×config": 0.001,
+               "stem": 0.003, "residual": 0.2}
+
+
+def analytic_g(samples: int, n_stems: int = 10, n_configs: int = 2) -> float:
+    """G of the planted design (Brennan 2001, ch. 4): σ²_p / (σ²_p + δ)."""
+    v = G_VARIANCES
+    delta = (v["model×stem"] / n_stems + v["model×config"] / n_configs
+             + v["model×stem×config"] / (n_stems * n_configs) + v["residual"] / (n_stems * n_configs * samples))
+    return v["model"] / (v["model"] + delta)
+
+
+def test_g_rule_stops_near_the_m_the_planted_components_ask_for():
+    """Rule g on planted variance components: the M it stops at is the analytic one (6 here) up to noise.
+
+    G(M) is flat near 0.8 (0.78 at M=5, 0.83 at M=8) and one run's G has a standard deviation of ~0.02
+    with 100 models, so a single run may stop a few rounds off: the median over 8 runs is asserted."""
+    from valuelex.quality.assess import g_coefficients
+    from valuelex.quality.synthetic import synthetic_values
+
+    target = 0.8
+    wanted = next(m for m in range(1, 50) if analytic_g(m) >= target)
+    assert wanted == 6 and analytic_g(5) < target
+    care = MFT.model_copy(update={"dimensions": MFT.dimensions[:1]})
+    spec = AdaptiveSpec(enabled=True, rule="g", g_target=target, start_samples=2, step=1, max_samples=16)
+    stops = []
+    for seed in range(8):
+        values = synthetic_values(care, (100, 10, 2, 16), G_VARIANCES, np.random.default_rng(seed), clip=False)
+        report = run_adaptive(lambda m: None, lambda m: pd.DataFrame(columns=["ci_low", "ci_high"]), spec,
+                              fixed_samples=10, g_table=lambda m, v=values: g_coefficients(v[v["sample"] < m], care))
+        assert report.stopped == "converged" and report.rounds[-1]["min_g"] >= target
+        assert all(r["min_g"] < target for r in report.rounds[:-1])
+        stops.append(report.samples_used)
+    assert abs(np.median(stops) - wanted) <= 2, stops
+    assert min(stops) >= 4, stops  # never at the first rounds, where G is 0.64 and 0.69
+    # no model variance: G stays near 0 and the loop runs to M_max; ci epsilon plays no part in rule g
+    flat = synthetic_values(care, (20, 10, 2, 16), {"stem": 0.01, "residual": 0.05}, np.random.default_rng(0),
+                            clip=False)
+    narrow = pd.DataFrame([scores_row(0.5, 0.5)])
+    report = run_adaptive(lambda m: None, lambda m: narrow, spec, fixed_samples=10,
+                          g_table=lambda m: g_coefficients(flat[flat["sample"] < m], care))
+    assert report.stopped == "max_samples" and report.samples_used == 16
+    with pytest.raises(ValueError, match="g_table"):
+        run_adaptive(lambda m: None, lambda m: narrow, spec, fixed_samples=10)
+
+
+def test_g_rule_counts_an_unestimable_g_as_not_reached():
+    spec = AdaptiveSpec(enabled=True, rule="g", g_target=0.8, start_samples=2, max_samples=10)
+    g = pd.DataFrame([{"system": "mft", "dimension": "Care", "G": 0.9}, {"system": "mft", "dimension": "Loyalty",
+                                                                          "G": np.nan}])
+    d = decide(pd.DataFrame([scores_row(0.5, 0.5)]), 2, spec, g)
+    assert not d.stop and d.min_g == 0 and d.weakest == {"system": "mft", "dimension": "Loyalty"}
+    assert decide(pd.DataFrame([scores_row(0.5, 0.5)]), 2, spec, g.assign(G=[0.9, 0.85])).stop
+    with pytest.raises(ValueError):
+        AdaptiveSpec(rule="g", g_target=1.5)

@@ -80,16 +80,20 @@ def test_run_evaluation_judges_scores_and_resumes(study_and_out):
                                   scores.sort_values(key).reset_index(drop=True))
 
 
-def test_adaptive_rounds_reuse_stored_samples(tmp_path: Path, ray_local):
+@pytest.mark.parametrize("rule", [{"epsilon": 0.001}, {"rule": "g", "g_target": 0.999}])
+def test_adaptive_rounds_reuse_stored_samples(tmp_path: Path, ray_local, rule):
     study = load_study(write_study(tmp_path, samples=4, evaluation={
         "systems": ["mft"], "bootstrap_resamples": 100,
-        "adaptive": {"enabled": True, "epsilon": 0.001, "start_samples": 1, "step": 2, "max_samples": 3}}))
+        "adaptive": {"enabled": True, "start_samples": 1, "step": 2, "max_samples": 3, **rule}}))
     out = str(tmp_path / "run")
     fill_completions(study, out, 3)  # rounds M=1, M=3 are already generated: no engine starts
     summary = evaluate(study, out)
     adaptive = summary["adaptive"]
     assert adaptive["stopped"] == "max_samples" and adaptive["samples_used"] == 3 and adaptive["fixed_samples"] == 4
     assert [r["samples"] for r in adaptive["rounds"]] == [1, 3]
+    if rule.get("rule") == "g":  # G of 2 models x 2 stems x 2 configs from the stored judgments, each round
+        assert all(0 <= r["min_g"] < 0.999 for r in adaptive["rounds"])
+        assert adaptive["rounds"][-1]["weakest"]["system"] == "mft"
     judged = RunStore(out).judgments("mft")
     assert judged["sample"].max() == 2
 

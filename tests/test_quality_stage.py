@@ -41,6 +41,26 @@ def always_three(texts: list[str], system: ValueSystem) -> np.ndarray:
     return np.full((len(texts), len(system.leaf_keys())), 3)
 
 
+class LabelJudge:
+    """A judge whose development-set scores the test knows: the label itself (6 / 3 / 0), or 3 everywhere."""
+
+    def __init__(self, follow_labels: bool) -> None:
+        from valuelex.evaluate.devset import load_devset
+
+        self.follow = follow_labels
+        self.name = "labels" if follow_labels else "always-3"
+        labels = load_devset()
+        self.labels = {(r.id, r.dimension): 3 * r.y for r in labels.itertuples()}
+
+    def key(self, system: ValueSystem) -> str:
+        return f"{self.name}@{system.fingerprint()}"
+
+    def judge(self, rows: list[dict[str, Any]], system: ValueSystem, sink: Any) -> None:
+        sink([{"row_id": r["row_id"], "valid": True, **{
+            jt.score_column(k): self.labels.get((r["row_id"], k), 3) if self.follow else 3
+            for k in system.leaf_keys()}} for r in rows])
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> str:
     out = str(tmp_path_factory.mktemp("quality") / "run")
@@ -51,7 +71,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def test_stage_writes_every_table(run: str) -> None:
     store = RunStore(run)
-    stage = ReliabilityStage(rejudge=shaky_second_pass, score_controls=always_three)
+    stage = ReliabilityStage(rejudge=shaky_second_pass, score_controls=always_three, devset_judge=LabelJudge(True))
     summary = run_stages(RunContext(store.study(), store), [stage])["reliability"].summary
     assert summary["tables"] == sorted(layout.QUALITY_TABLES)
     assert summary["systems"] == ["mft", "valuelex"]
@@ -74,6 +94,11 @@ def test_stage_writes_every_table(run: str) -> None:
     assert (rejudged["n"] > 0).all() and rejudged["krippendorff_alpha"].between(0, 1, inclusive="neither").all()
     controls = judge[judge["check"] == "controls"].set_index("system")
     assert (controls["error_off_topic"] == 0).all() and (controls["error_aligned"] == 3).all()
+    devset = store.quality("devset")
+    pooled = devset[devset["scope"] == "overall"].set_index("system")
+    assert set(pooled.index) == {"mft", "valuelex"} and (pooled["n"] > 50).all()
+    assert np.allclose(pooled[["qwk", "alpha", "auc", "balanced_accuracy"]].to_numpy(), 1.0)
+    assert set(devset.loc[devset["scope"] == "dimension", "dimension"]) >= {"Care", "Fairness"}
     consistency = store.quality("consistency")
     assert consistency["persons"].eq("model×config").all()  # 14 respondents: enough to be persons
     assert consistency["alpha"].notna().any()
@@ -81,6 +106,20 @@ def test_stage_writes_every_table(run: str) -> None:
 
     assert api.STAGES.index("reliability") == api.STAGES.index("evaluation") + 1
     assert isinstance(api.stage("reliability"), ReliabilityStage)
+
+
+def test_devset_rows_of_a_judge_that_always_says_three() -> None:
+    from valuelex.evaluate.systems import load_value_system
+    from valuelex.quality.stage import devset_rows
+
+    rows = pd.DataFrame(devset_rows(LabelJudge(False), load_value_system("valuelex")))
+    pooled = rows[rows["scope"] == "overall"].iloc[0]
+    assert pooled["share_high"] == 0 and pooled["balanced_accuracy"] == pytest.approx(1 / 3)
+    assert pooled["auc"] == pytest.approx(0.5) and pooled["qwk"] == pytest.approx(0.0)
+    assert pooled["share_labelled_high"] > 0.2 and pooled["judge"] == "always-3"
+    constructed = load_value_system("valuelex").model_copy(update={"source": "runs/x/taxonomy.json"})
+    note = devset_rows(LabelJudge(True), constructed)[0]
+    assert note["n"] == 0 and "no development labels" in note["notice"]
 
 
 def test_rejudge_subset_is_seeded_and_bounded(run: str) -> None:
@@ -169,8 +208,8 @@ def test_report_puts_the_reliability_section_first(run: str, tmp_path: Path) -> 
 
     store = RunStore(run)
     if store.quality("verdicts") is None:
-        run_stages(RunContext(store.study(), store), [ReliabilityStage(rejudge=shaky_second_pass,
-                                                                       score_controls=always_three)])
+        run_stages(RunContext(store.study(), store), [ReliabilityStage(
+            rejudge=shaky_second_pass, score_controls=always_three, devset_judge=LabelJudge(True))])
     summary = build_report(run, str(tmp_path / "report"))
     assert next(iter(summary["sections"])) == "reliability" and summary["sections"]["reliability"] == "ok"
     for fig in ("fig-variance-valuelex", "fig-dstudy-mft"):
@@ -178,7 +217,7 @@ def test_report_puts_the_reliability_section_first(run: str, tmp_path: Path) -> 
     page = Path(summary["index"]).read_text(encoding="utf-8")
     assert page.index("Can these scores be trusted?") < page.index("Value evaluation")
     for table in ("table-verdicts-valuelex", "table-verdict-reasons-mft", "table-gstudy-valuelex",
-                  "table-consistency-mft", "table-judge-valuelex"):
+                  "table-consistency-mft", "table-judge-valuelex", "table-devset-mft"):
         assert f'id="{table}"' in page
     assert ">nan<" not in page.lower()
 
@@ -203,6 +242,11 @@ def test_reliability_settings_validate_and_keep_old_fingerprints() -> None:
     dump = study.model_dump(mode="json")
     assert study.reliability.rejudge == 200
     assert study.fingerprint() == fingerprint_of({k: v for k, v in dump.items() if k != "reliability"})
+    older = {**dump, "reliability": {k: v for k, v in dump["reliability"].items() if k != "devset"}}
+    older["evaluation"] = {**dump["evaluation"], "adaptive": {
+        k: v for k, v in dump["evaluation"]["adaptive"].items() if k not in ("rule", "g_target")}}
+    assert fingerprint_of(older) == study.fingerprint()  # fields added later, at their defaults, do not count
+    assert Study.model_validate(study_dict() | {"reliability": {"devset": False}}).fingerprint() != study.fingerprint()
     changed = Study.model_validate(study_dict() | {"reliability": {"rejudge": 10}})
     assert changed.fingerprint() != study.fingerprint()
     with pytest.raises((StudyError, ValueError)):

@@ -124,15 +124,37 @@ class Study(Strict):
         return fingerprint_of(self.model_dump(mode="json"))
 
 
+ADDED_LATER: dict[tuple[str, ...], Any] = {
+    ("reliability", "devset"): True,
+    ("evaluation", "adaptive", "rule"): "ci",
+    ("evaluation", "adaptive", "g_target"): 0.8,
+}
+"""Study fields added after runs were stored, with their defaults: left out of the fingerprint while
+they hold them, so a study that leaves them alone keeps the fingerprint its outputs record."""
+
+
+def _without_later_defaults(document: dict[str, Any]) -> dict[str, Any]:
+    document = json.loads(json.dumps(document))  # a deep copy that is JSON already
+    for path, default in ADDED_LATER.items():
+        parent = document
+        for key in path[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        if isinstance(parent, dict) and path[-1] in parent and parent[path[-1]] == default:
+            del parent[path[-1]]
+    first = {k: v for k, v in ReliabilitySpec().model_dump(mode="json").items()
+             if ("reliability", k) not in ADDED_LATER}
+    if document.get("reliability") == first:  # the whole block was added later too
+        del document["reliability"]
+    return document
+
+
 def fingerprint_of(document: dict[str, Any]) -> str:
     """The fingerprint of a study's JSON dump (study.json): `Study.fingerprint` without validating it.
 
-    ``reliability`` (added later) counts only when it differs from its defaults, so a study that
-    leaves it alone keeps the fingerprint it had before (taxonomies record it).
+    Fields added later (`ADDED_LATER`, and ``reliability`` as a whole) count only when they differ
+    from their defaults, so a study that leaves them alone keeps the fingerprint it had before.
     """
-    if document.get("reliability") == ReliabilitySpec().model_dump(mode="json"):
-        document = {k: v for k, v in document.items() if k != "reliability"}
-    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps(_without_later_defaults(document), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def load_study(path: str | Path) -> Study:

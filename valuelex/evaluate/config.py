@@ -12,7 +12,8 @@ Example::
       embedding_calibration: none     # or packaged: the per-dimension calibration (measured: not better, see
                                       # docs/benchmarks.md section 6)
       position_check: true            # LLM judge: disagreement between two few-shot orders -> RUN/quality/
-      adaptive: {enabled: true, epsilon: 0.03, start_samples: 2, step: 2, max_samples: 20}
+      adaptive: {enabled: true, epsilon: 0.03, start_samples: 2, step: 2, max_samples: 20}  # rule: ci
+      # adaptive: {enabled: true, rule: g, g_target: 0.8, max_samples: 20}  # stop when every G >= 0.8
 
 An inline judge model is a `ModelSpec` (from `valuelex.respondents`, below the study spec), so a
 typo inside it fails `valuelex validate` with `file: evaluation.judge_model.field: message`.
@@ -32,9 +33,12 @@ if TYPE_CHECKING:
 
 
 class AdaptiveSpec(Strict):
-    """Adaptive M: sample in rounds until every CI is narrow enough (or M reaches max_samples)."""
+    """Adaptive M: sample in rounds until every CI is narrow enough, or every dimension's G reaches
+    `g_target` (``rule: g``), or M reaches max_samples."""
 
     enabled: bool = False
+    rule: Literal["ci", "g"] = Field("ci", description="ci: every CI half-width <= epsilon; g: every G >= g_target")
+    g_target: float = Field(0.8, gt=0, lt=1, description="rule g: the relative G coefficient every dimension needs")
     epsilon: float = Field(0.05, gt=0, lt=0.5, description="target CI half-width, in normalised [0,1] units")
     start_samples: int = Field(2, ge=1, description="M of the first round")
     step: int = Field(2, ge=1, description="samples added per round")

@@ -181,9 +181,18 @@ def evaluate(ctx: RunContext, systems: list[ValueSystem], judge: Any, *, generat
                 per_system[name][k] = per_system[name].get(k, 0) + v if k in ("judged", "invalid") else v
         return score_systems(store, study, systems, judge, samples)
 
+    def g_table(samples: int) -> pd.DataFrame:
+        from valuelex.evaluate.scores import dimension_values
+        from valuelex.quality.assess import g_coefficients
+
+        return pd.concat([g_coefficients(dimension_values(jt.conform(store.judgments(
+            s, judge_key=judge.key(s), study=study, max_samples=samples), s), s), s) for s in systems],
+            ignore_index=True)
+
     adaptive = None
     if spec.adaptive.enabled:
-        report = run_adaptive(generate_round, judge_all, spec.adaptive, fixed_samples=study.samples)
+        report = run_adaptive(generate_round, judge_all, spec.adaptive, fixed_samples=study.samples,
+                              g_table=g_table)
         scores, samples, adaptive = report.scores, report.samples_used, report.summary()
     else:
         generate_round(None)

@@ -92,6 +92,19 @@ def _persons(values: pd.DataFrame, key: str) -> tuple[np.ndarray, str, list[str]
     return complete.to_numpy(dtype=float), label, notes
 
 
+def g_coefficients(values: pd.DataFrame, system: ValueSystem) -> pd.DataFrame:
+    """G and Phi of every dimension at the design of `values` (the rule of adaptive M ``g``); NaN where
+    they cannot be estimated (no balanced design, one model, no variance)."""
+    rows = []
+    for dim in system.all_dimensions():
+        y = gstudy.balanced(values, dim.key)[0] if dim.key in values else None
+        big_g = phi = np.nan
+        if y is not None and y.shape[0] >= 2 and np.nanvar(y) > 0:
+            big_g, phi = gstudy.estimate(y).coefficients()
+        rows.append({"system": system.name, "key": dim.key, "dimension": dim.name, "G": big_g, "Phi": phi})
+    return pd.DataFrame(rows)
+
+
 def assess(values: pd.DataFrame, system: ValueSystem, *, resamples: int = 1000, omega_resamples: int = 200,
            seed: int = 0) -> dict[str, pd.DataFrame]:
     """Every reliability table of one system (see the module docstring)."""

@@ -8,10 +8,13 @@ Runs after evaluation. For every judged value system it reads the judgments that
 - ``judge``: the judge's reliability (`valuelex.quality.judge`): a second pass over a seeded random
   subset of ``reliability.rejudge`` completions (the LLM judge at the retry temperature with another
   seed; the embedding judge is deterministic, which the row says instead), and the judge's mean error
-  on the packaged control completions.
+  on the packaged control completions;
+- ``devset``: the run's judge on the development set's test half (`valuelex.evaluate.devset`), pooled
+  and per dimension, for every judged packaged system (``reliability.devset``; a constructed taxonomy
+  has no labels, which the row says).
 
-The judge's engine (LLM judge) is started only for the re-judge and the controls; `rejudge` and
-`score_controls` inject them (tests, other judges).
+The judge's engine (LLM judge) is started only for the re-judge, the controls and the development
+set; `rejudge`, `score_controls` and `devset_judge` inject them (tests, other judges).
 """
 
 from __future__ import annotations
@@ -122,6 +125,29 @@ def _judge_rows(judged: pd.DataFrame, system: ValueSystem, spec: ReliabilitySpec
     return rows
 
 
+DEVSET_METRICS = ("qwk", "alpha", "auc", "balanced_accuracy", "accuracy", "share_high", "share_labelled_high")
+
+
+def devset_rows(judge: Any, system: ValueSystem) -> list[dict[str, Any]]:
+    """The judge's agreement with the development set's test half: one pooled row, one per dimension."""
+    from valuelex.evaluate.devset import judge_labels, load_devset, summarize
+
+    base = {"system": system.name, "judge": getattr(judge, "name", str(judge)), "split": "test"}
+    labels = load_devset(system.name, "test") if system.source == "package" else pd.DataFrame()
+    if labels.empty:
+        return [{**base, "scope": "overall", "dimension": None, "n": 0, "n_invalid": 0,
+                 **dict.fromkeys(DEVSET_METRICS, np.nan),
+                 "notice": "no development labels for this system (only the packaged systems have them)"}]
+    summary = summarize(judge_labels(judge, system, labels))
+    names = {d.key: d.name for d in system.all_dimensions()}
+    parts = [("overall", None, summary["overall"])] + [
+        ("dimension", names.get(k, k), m) for k, m in summary["per_dimension"].items()]
+    return [{**base, "judge_key": judge.key(system), "scope": scope, "dimension": dim, "n": int(m["n"]),
+             "n_invalid": summary["n_invalid"] if scope == "overall" else 0,
+             **{k: np.nan if m.get(k) is None else float(m[k]) for k in DEVSET_METRICS}, "notice": None}
+            for scope, dim, m in parts]
+
+
 def _system(store: Any, study: Study | None, name: str) -> ValueSystem | None:
     """A judged system by name: packaged, a taxonomy of the run, or a file the study names."""
     from valuelex.compare.load import resolve_system
@@ -144,7 +170,8 @@ def _system(store: Any, study: Study | None, name: str) -> ValueSystem | None:
 
 @dataclass(frozen=True)
 class ReliabilityStage:
-    """The reliability stage; `rejudge` / `score_controls` replace the study judge's second pass / controls.
+    """The reliability stage; `rejudge` / `score_controls` / `devset_judge` replace the study judge's second
+    pass / controls / the judge scored on the development set.
 
     `build_judges=False` runs no judge at all (only the figures from stored judgments);
     `system_names` limits it to those judged systems (default: every one).
@@ -152,31 +179,34 @@ class ReliabilityStage:
 
     rejudge: Rejudge | None = None
     score_controls: ScoreTexts | None = None
+    devset_judge: Any | None = None
     build_judges: bool = True
     system_names: tuple[str, ...] | None = None  # not `systems`: the runner loads those as files or packages
     name: str = "reliability"
 
     def uses_engines(self, study: Study) -> bool:
         return self.build_judges and self.rejudge is None and study.evaluation.judge == "llm" \
-            and study.reliability.rejudge > 0
+            and (study.reliability.rejudge > 0 or study.reliability.devset)
 
-    def _judges(self, ctx: RunContext) -> tuple[Rejudge | None, ScoreTexts | None, str]:
+    def _judges(self, ctx: RunContext) -> tuple[Rejudge | None, ScoreTexts | None, Any | None, str]:
         study = ctx.study
         kind = study.evaluation.judge if study is not None else "embedding"
-        if self.rejudge is not None or self.score_controls is not None or not self.build_judges or study is None:
-            return self.rejudge, self.score_controls, kind
+        injected = self.rejudge is not None or self.score_controls is not None or self.devset_judge is not None
+        if injected or not self.build_judges or study is None:
+            return self.rejudge, self.score_controls, self.devset_judge, kind
         from valuelex.evaluate.stage import build_judge
 
         judge = build_judge(study, ctx.use_gpu)
+        devset_judge = judge if study.reliability.devset else None
         if kind == "llm":
-            return llm_second_pass(judge), llm_control_scorer(judge), kind
-        return None, judge.score_texts, kind
+            return llm_second_pass(judge), llm_control_scorer(judge), devset_judge, kind
+        return None, judge.score_texts, devset_judge, kind
 
     def run(self, ctx: RunContext) -> StageResult:
         started = time.time()
         store = ctx.store
         spec = ctx.study.reliability if ctx.study is not None else ReliabilitySpec()
-        rejudge, score_controls, kind = self._judges(ctx)
+        rejudge, score_controls, devset_judge, kind = self._judges(ctx)
         frames: dict[str, list[pd.DataFrame]] = {}
         scores = store.current_scores()
         notices = []
@@ -200,6 +230,8 @@ class ReliabilityStage:
             tables["verdicts"] = verdicts(mine, tables["coefficients"], tables["consistency"]) if len(mine) else \
                 pd.DataFrame()
             tables["judge"] = pd.DataFrame(_judge_rows(judged, system, spec, kind, rejudge, score_controls))
+            if devset_judge is not None:
+                tables["devset"] = pd.DataFrame(devset_rows(devset_judge, system))
             for table, frame in tables.items():
                 frames.setdefault(table, []).append(frame)
         written = {}

@@ -89,7 +89,7 @@ def _system_part(section: Section, writer: FigureWriter, system: str, q: dict[st
         return frame[frame["system"] == system] if frame is not None and "system" in frame else pd.DataFrame()
 
     verdicts, coef, comps, curves = mine("verdicts"), mine("coefficients"), mine("components"), mine("dstudy")
-    consistency, judge = mine("consistency"), mine("judge")
+    consistency, judge, devset = mine("consistency"), mine("judge"), mine("devset")
     section.add(Subheading(f"reliability-{slug(system)}", f"System: {system}"))
     if len(verdicts):
         counts = verdicts["verdict"].value_counts()
@@ -149,6 +149,32 @@ def _system_part(section: Section, writer: FigureWriter, system: str, q: dict[st
                     fmt_num(r.get("error_conflicting")), r.get("notice") or ""] for r in judge.to_dict("records")],
             caption="rejudge: a second judge pass over a seeded subset; controls: mean absolute error on packaged "
                     "off-topic (target 3), aligned (6) and conflicting (0) sentences."))
+    _devset_part(section, system, devset)
+
+
+def _devset_part(section: Section, system: str, devset: pd.DataFrame) -> None:
+    """The run's judge against the development set's labels (test half): does it say what people say?"""
+    if not len(devset):
+        section.add(Notice(f"{system}: the judge was not scored on the development set (reliability.devset: "
+                           "false, or the stage ran without a judge): `valuelex judge-check --builtin` scores it.",
+                           id=f"notice-devset-{slug(system)}"))
+        return
+    labelled = devset[devset["n"] > 0]
+    if not len(labelled):
+        section.add(Notice(f"{system}: {devset['notice'].iloc[0]}", id=f"notice-devset-{slug(system)}"))
+        return
+    section.add(TableItem(
+        f"table-devset-{slug(system)}", "The judge on the development set",
+        ["dimension", "n", "QWK", "Krippendorff's alpha", "AUC high vs conflicting", "balanced accuracy",
+         "says high", "labelled high"],
+        [["all (pooled)" if r["scope"] == "overall" else r["dimension"], _count(r["n"]), fmt_num(r["qwk"]),
+          fmt_num(r["alpha"]), fmt_num(r["auc"]), fmt_num(r["balanced_accuracy"]), fmt_num(r["share_high"]),
+          fmt_num(r["share_labelled_high"])] for r in labelled.to_dict("records")],
+        caption="The run's judge on the test half of the packaged development set (completions we wrote and "
+                "labelled high / neutral / conflicting, never used to tune it; valuelex/data/judge/devset). A score "
+                "above 3 reads as high, 3 neutral, below 3 conflicting. Chance: balanced accuracy 0.33, AUC 0.5, "
+                "QWK and alpha 0.",
+        numeric=[False, True, True, True, True, True, True, True]))
 
 
 def _first_notice(coef: pd.DataFrame) -> str:

@@ -253,3 +253,40 @@ def test_reliability_settings_validate_and_keep_old_fingerprints() -> None:
         Study.model_validate(study_dict() | {"reliability": {"rejudge": -1}})
     with pytest.raises((StudyError, ValueError)):
         Study.model_validate(study_dict() | {"reliability": {"rejudg": 10}})
+
+
+def test_two_judges_agreement_and_planted_self_preference(tmp_path: Path) -> None:
+    """A second judge, an LLM of the llama2 family, scores llama2 respondents one point higher than the
+    keyword judge and every other respondent the same: self-preference 1 point, agreement below 1."""
+    from tests.test_report import KeywordJudge
+    from valuelex.evaluate.stage import judge_pending
+    from valuelex.evaluate.systems import load_value_system
+
+    out = str(tmp_path / "two")
+    study = Study.model_validate(study_dict(stems=["s01", "s13", "s38"], systems=("mft",)))
+    write_run(out, study)
+    families = {m.name: m.family for m in study.models}
+
+    class FamilyJudge(KeywordJudge):
+        name = "llm:llama2-7b-chat"
+
+        def judge(self, completions: list[dict], system: Any, sink: Any) -> None:
+            def lift(rows: list[dict]) -> None:
+                for row in rows:
+                    if row["valid"] and families[row["model"]] == "llama2":
+                        for key in system.leaf_keys():
+                            row[jt.score_column(key)] += 1
+                sink(rows)
+            super().judge(completions, system, lift)
+
+    store = RunStore(out)
+    judge_pending(store, study, [load_value_system("mft")], FamilyJudge())
+    assert set(store.judge_keys("mft")["judge"]) == {"test:keyword", "llm:llama2-7b-chat"}
+    run_stages(RunContext(study, store), [ReliabilityStage(build_judges=False)])
+    judge = store.quality("judge").set_index("check")
+    other, pref = judge.loc["other judge"], judge.loc["self-preference"]
+    assert other["judge"] == "test:keyword" and other["other_judge"] == "llm:llama2-7b-chat"
+    llama_share = np.mean([families[m] == "llama2" for m in store.judgments("mft").query("valid")["model"]])
+    assert other["difference"] == pytest.approx(-llama_share)  # keyword minus the lifted judge
+    assert 0 < other["krippendorff_alpha"] < 1 and other["exact"] == pytest.approx(1 - llama_share)
+    assert pref["difference"] == pytest.approx(1.0) and "'llama2'" in pref["notice"]

@@ -8,7 +8,9 @@ Runs after evaluation. For every judged value system it reads the judgments that
 - ``judge``: the judge's reliability (`valuelex.quality.judge`): a second pass over a seeded random
   subset of ``reliability.rejudge`` completions (the LLM judge at the retry temperature with another
   seed; the embedding judge is deterministic, which the row says instead), and the judge's mean error
-  on the packaged control completions;
+  on the packaged control completions; and, when the run holds another judge's judgments of the same
+  system version, the two judges' agreement and the self-preference of a judge of a model family
+  (`valuelex.quality.judges`);
 - ``devset``: the run's judge on the development set's test half (`valuelex.evaluate.devset`), pooled
   and per dimension, for every judged packaged system (``reliability.devset``; a constructed taxonomy
   has no labels, which the row says).
@@ -125,6 +127,25 @@ def _judge_rows(judged: pd.DataFrame, system: ValueSystem, spec: ReliabilitySpec
     return rows
 
 
+def other_judge_rows(store: Any, study: Study | None, system: ValueSystem, judged: pd.DataFrame) -> list[dict]:
+    """`between_judges` rows of the counted judge against every other judge of this system version."""
+    from valuelex.quality.judges import between_judges, judge_family
+
+    if not len(judged):
+        return []
+    judge, key = str(judged["judge"].iloc[0]), str(judged["judge_key"].iloc[0])
+    families = {m.name: m.family for m in study.models} if study is not None else {}
+    rows: list[dict] = []
+    for other in store.judge_keys(system).itertuples():
+        if other.judge_key == key or not str(other.judge_key).endswith(f"@{system.fingerprint()}"):
+            continue
+        theirs = jt.conform(store.judgments(system, judge_key=other.judge_key, study=study), system)
+        rows += between_judges(judged, theirs, system, judge=judge, other_judge=str(other.judge),
+                               family=judge_family(study, judge), other_family=judge_family(study, str(other.judge)),
+                               families=families)
+    return rows
+
+
 DEVSET_METRICS = ("qwk", "alpha", "auc", "balanced_accuracy", "accuracy", "share_high", "share_labelled_high")
 
 
@@ -229,7 +250,8 @@ class ReliabilityStage:
             mine = scores[scores["system"] == name] if scores is not None and "system" in scores else pd.DataFrame()
             tables["verdicts"] = verdicts(mine, tables["coefficients"], tables["consistency"]) if len(mine) else \
                 pd.DataFrame()
-            tables["judge"] = pd.DataFrame(_judge_rows(judged, system, spec, kind, rejudge, score_controls))
+            tables["judge"] = pd.DataFrame(_judge_rows(judged, system, spec, kind, rejudge, score_controls)
+                                           + other_judge_rows(store, ctx.study, system, judged))
             if devset_judge is not None:
                 tables["devset"] = pd.DataFrame(devset_rows(devset_judge, system))
             for table, frame in tables.items():

@@ -141,15 +141,24 @@ def _system_part(section: Section, writer: FigureWriter, system: str, q: dict[st
                     "agreement of the decoding configs' rankings of the models."))
     if len(judge):
         cols = ["check", "n", "Krippendorff's alpha (ordinal)", "QWK", "error off-topic", "error aligned",
-                "error conflicting", "notice"]
+                "error conflicting", "difference", "notice"]
         section.add(TableItem(
             f"table-judge-{slug(system)}", "The judge",
-            cols, [[r["check"], _count(r["n"]), fmt_num(r["krippendorff_alpha"]), fmt_num(r["qwk"]),
+            cols, [[_check_label(r), _count(r["n"]), fmt_num(r["krippendorff_alpha"]), fmt_num(r["qwk"]),
                     fmt_num(r.get("error_off_topic")), fmt_num(r.get("error_aligned")),
-                    fmt_num(r.get("error_conflicting")), r.get("notice") or ""] for r in judge.to_dict("records")],
+                    fmt_num(r.get("error_conflicting")), fmt_num(r.get("difference")), r.get("notice") or ""]
+                   for r in judge.to_dict("records")],
             caption="rejudge: a second judge pass over a seeded subset; controls: mean absolute error on packaged "
-                    "off-topic (target 3), aligned (6) and conflicting (0) sentences."))
+                    "off-topic (target 3), aligned (6) and conflicting (0) sentences; other judge: agreement with "
+                    "another judge of the same completions, difference = this judge minus the other, in points; "
+                    "self-preference: how much more a judge favours respondents of its own model family than "
+                    "others, in points."))
     _devset_part(section, system, devset)
+
+
+def _check_label(row: dict[str, Any]) -> str:
+    other = row.get("other_judge")
+    return f"{row['check']} ({other})" if isinstance(other, str) and other else str(row["check"])
 
 
 def _devset_part(section: Section, system: str, devset: pd.DataFrame) -> None:

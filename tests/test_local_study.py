@@ -137,7 +137,11 @@ def assert_matches_baseline(out: Path, report: dict) -> None:
     expected_taxonomy = json.loads((BASELINE / "taxonomy.json").read_text())
     for doc in (taxonomy, expected_taxonomy):  # the packaged model's path depends on where the clone lives
         doc["embedding_model"] = (doc.get("embedding_model") or "").rpartition("site-packages/")[2]
+    now_positions, then_positions = _pop_positions(taxonomy), _pop_positions(expected_taxonomy)
     assert taxonomy == expected_taxonomy
+    # word positions (a 2-D projection of MiniLM embeddings, stored to 6 decimals) move by one unit in the
+    # last decimal with the machine's thread count and load: equal to 2e-6
+    np.testing.assert_allclose(now_positions, then_positions, rtol=0, atol=2e-6)
     key = ["system", "model", "key"]
     now = pd.read_parquet(out / "scores.parquet").sort_values(key).reset_index(drop=True)
     then = pd.read_parquet(BASELINE / "scores.parquet").sort_values(key).reset_index(drop=True)
@@ -148,6 +152,20 @@ def assert_matches_baseline(out: Path, report: dict) -> None:
     expected = json.loads((BASELINE / "report.json").read_text())
     assert sorted(report["figures"]) == expected["figures"] and report["sections"] == expected["sections"]
     assert sorted(n["id"] for n in report["notices"]) == expected["notices"]
+
+
+def _pop_positions(node: object) -> list[float]:
+    """Remove every word's ``position`` from a taxonomy document; return them in document order."""
+    found: list[float] = []
+    if isinstance(node, dict):
+        if "position" in node and isinstance(node["position"], list):
+            found += [float(x) for x in node.pop("position")]
+        for value in node.values():
+            found += _pop_positions(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _pop_positions(value)
+    return found
 
 
 def test_stages_on_the_baseline_answers_reproduce_its_outputs(tmp_path: Path) -> None:

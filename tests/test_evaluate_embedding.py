@@ -60,3 +60,42 @@ def test_judge_rows_and_key(judge, tmp_path):
                         'people.", "anchors": ["care", "kindness"]}]}')
     scores = judge.score_texts(["I hurt people.", "I look after people with kindness."], load_value_system(taxonomy))
     assert scores.min() >= 3 and scores[1, 0] >= scores[0, 0]
+
+
+def test_judge_many_encodes_each_completion_once_and_matches_judge(monkeypatch):
+    """Three systems judged together: each completion encoded once, the same judgments as one by one,
+    each system's batches to its own sink (the unit of resume); blank answers invalid without encoding."""
+    from valuelex.evaluate import embedding
+    from valuelex.evaluate.judgments import JudgeTask
+
+    monkeypatch.setattr(embedding, "BATCH_ROWS", 4)
+    monkeypatch.setattr(embedding, "ENCODE_ROWS", 4)
+    systems = [load_value_system(n) for n in ("valuelex", "schwartz", "mft")]
+    rows = [{"row_id": f"r{i}", "model": "m", "training": "aligned", "size_b": 1.0, "family": "f", "config": "c",
+             "item_id": "s01", "sample": i, "stem": "My goal is", "response": text}
+            for i, text in enumerate(["to help people.", "", "to be kind to everyone.", "to win at any cost.",
+                                      "   ", "to tell the truth.", "to learn every day."])]
+    separate = {}
+    for system in systems:
+        out: list = []
+        EmbeddingJudge().judge(rows, system, out.extend)
+        separate[system.name] = out
+    judge = EmbeddingJudge()
+    judge.poles(systems[0]), judge.poles(systems[1]), judge.poles(systems[2])  # poles encoded before counting
+    encoded: list[str] = []
+    real = judge._encode
+    monkeypatch.setattr(judge, "_encode", lambda texts: (encoded.extend(texts), real(texts))[1])
+    batches: dict[str, list[int]] = {s.name: [] for s in systems}
+    together: dict[str, list] = {s.name: [] for s in systems}
+
+    def sink(name):
+        return lambda batch: (batches[name].append(len(batch)), together[name].extend(batch))
+
+    subset = {"mft": rows[:3]}  # a system may ask for fewer rows
+    judge.judge_many([JudgeTask(s, subset.get(s.name, rows), sink(s.name)) for s in systems])
+    assert len(encoded) == 5 and len(set(encoded)) == 5  # 7 rows, 2 blank, each text once
+    assert batches == {"valuelex": [4, 3], "schwartz": [4, 3], "mft": [3]}
+    for name in ("valuelex", "schwartz"):
+        assert together[name] == separate[name]
+    assert together["mft"] == separate["mft"][:3]
+    assert [r["valid"] for r in together["valuelex"]] == [True, False, True, True, False, True, True]

@@ -40,7 +40,7 @@ import numpy as np
 
 from valuelex.embeddings import default_model_path, sentence_model
 from valuelex.evaluate import calibration as calib
-from valuelex.evaluate.judgments import completed_sentence, is_blank, judgment
+from valuelex.evaluate.judgments import JudgeTask, completed_sentence, is_blank, judgment
 from valuelex.evaluate.systems import ValueDimension, ValueSystem
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 SCALE = 0.2
 NEUTRAL_SIMILARITY = 0.10
 BATCH_ROWS = 256
+ENCODE_ROWS = 2048  # completions encoded in one call: the encoder sorts by length inside a call (less padding)
 
 
 def pole_texts(dim: ValueDimension) -> tuple[list[str], str | None]:
@@ -136,17 +137,19 @@ class EmbeddingJudge:
             self._poles[cache_key] = (aligned, conflict)
         return self._poles[cache_key]
 
-    def similarities(self, texts: list[str], system: ValueSystem) -> tuple[np.ndarray, np.ndarray]:
-        """Cosine similarities (n, L) of texts to the aligned and the conflict poles (NaN: no pole)."""
+    def similarities(self, texts: list[str], system: ValueSystem,
+                     emb: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Cosine similarities (n, L) of texts (or of their embeddings `emb`) to the aligned and the
+        conflict poles (NaN: no pole)."""
         aligned, conflict = self.poles(system)
-        emb = self._encode(texts)
+        emb = self._encode(texts) if emb is None else emb
         return emb @ aligned.T, emb @ np.nan_to_num(conflict).T + np.where(np.isnan(conflict[:, 0]), np.nan, 0.0)
 
-    def score_texts(self, texts: list[str], system: ValueSystem) -> np.ndarray:
-        """Integer scores, shape (n, L), columns in `system.leaf_keys()` order."""
+    def score_texts(self, texts: list[str], system: ValueSystem, emb: np.ndarray | None = None) -> np.ndarray:
+        """Integer scores, shape (n, L), columns in `system.leaf_keys()` order (`emb`: the texts' embeddings)."""
         if not texts:
             return np.zeros((0, len(system.leaves())), dtype=int)
-        aligned_sim, conflict_sim = self.similarities(texts, system)
+        aligned_sim, conflict_sim = self.similarities(texts, system, emb)
         part = self.calibration_for(system)
         if part is None:
             return calibrate(aligned_sim, conflict_sim)
@@ -155,20 +158,50 @@ class EmbeddingJudge:
     def judge(self, completions: list[dict[str, Any]], system: ValueSystem,
               sink: Callable[[list[dict[str, Any]]], None]) -> None:
         """Judge completion rows; hands judgments rows to `sink` one batch at a time (the unit of resume)."""
-        keys = system.leaf_keys()
-        judge_key = self.key(system)
-        for start in range(0, len(completions), BATCH_ROWS):
-            batch = completions[start:start + BATCH_ROWS]
-            texts = [completed_sentence(r.get("stem") or "", r.get("response") or "") for r in batch]
-            usable = [i for i, r in enumerate(batch) if not is_blank(r.get("response"))]
-            scores = self.score_texts([texts[i] for i in usable], system)
-            by_row = dict(zip(usable, scores, strict=True))
-            out = []
-            for i, row in enumerate(batch):
-                if i in by_row:
-                    out.append(judgment(row, system, judge=self.name, judge_key=judge_key,
-                                        scores=dict(zip(keys, (int(s) for s in by_row[i]), strict=True))))
-                else:
-                    out.append(judgment(row, system, judge=self.name, judge_key=judge_key, scores=None,
-                                        reason="empty response"))
-            sink(out)
+        self.judge_many([JudgeTask(system, completions, sink)])
+
+    def judge_many(self, tasks: list[JudgeTask]) -> None:
+        """Judge several value systems' completions, encoding each completion once for all of them.
+
+        Completions are encoded `ENCODE_ROWS` at a time (in first-seen order over the tasks; the
+        encoder sorts a call's texts by length, so larger calls pad less), then handed on in blocks of
+        `BATCH_ROWS`: each block is scored on every system that asked for any of its rows, and each
+        system's judgments of the block go to its sink as one batch (the unit of resume). The encoder
+        is most of the cost, so judging three systems costs about one.
+        """
+        texts: dict[Any, str | None] = {}
+        for task in tasks:
+            for row in task.completions:
+                response = row.get("response")
+                texts.setdefault(row["row_id"], None if is_blank(response)
+                                 else completed_sentence(row.get("stem") or "", response or ""))
+        rows_of = [{r["row_id"]: r for r in task.completions} for task in tasks]
+        ids = list(texts)
+        for chunk_start in range(0, len(ids), ENCODE_ROWS):
+            chunk = ids[chunk_start:chunk_start + ENCODE_ROWS]
+            usable = [i for i in chunk if texts[i] is not None]
+            encoded = self._encode([texts[i] for i in usable]) if usable else np.zeros((0, 0), dtype=np.float32)
+            position = {row_id: k for k, row_id in enumerate(usable)}
+            for start in range(0, len(chunk), BATCH_ROWS):
+                block = chunk[start:start + BATCH_ROWS]
+                for task, rows in zip(tasks, rows_of, strict=True):
+                    batch = [rows[i] for i in block if i in rows]
+                    if batch:
+                        task.sink(self._judgments(batch, task.system, texts, encoded, position))
+
+    def _judgments(self, batch: list[dict[str, Any]], system: ValueSystem, texts: dict[Any, str | None],
+                   encoded: np.ndarray, position: dict[Any, int]) -> list[dict[str, Any]]:
+        keys, judge_key = system.leaf_keys(), self.key(system)
+        usable = [r["row_id"] for r in batch if texts[r["row_id"]] is not None]
+        scores = self.score_texts([texts[i] or "" for i in usable], system,
+                                  encoded[[position[i] for i in usable]] if usable else None)
+        by_row = dict(zip(usable, scores, strict=True))
+        out = []
+        for row in batch:
+            if row["row_id"] in by_row:
+                out.append(judgment(row, system, judge=self.name, judge_key=judge_key,
+                                    scores=dict(zip(keys, (int(s) for s in by_row[row["row_id"]]), strict=True))))
+            else:
+                out.append(judgment(row, system, judge=self.name, judge_key=judge_key, scores=None,
+                                    reason="empty response"))
+        return out

@@ -2,7 +2,12 @@
 sampling params (seeds included), engine settings and machine, in one run.
 
     .venv/bin/python bench/generation_overhead.py [--study configs/local.yaml] [--model NAME]
-        [--samples M] [--json bench/results/generation_overhead.json]
+        [--samples M] [--pairs 3] [--json bench/results/generation_overhead.json]
+
+Runs alternate, A B A B ... (`--pairs` pairs): A = raw vLLM in a fresh subprocess (its own import
+and engine start), B = the stage (a calibration run, then the grid). One engine exists at a time.
+The result is the median of the pairs' ratios: a single pair cannot tell 0.9 from 1.1 on a
+machine whose raw vLLM alone varies by 20% from run to run.
 
 Engine start is measured separately on both sides. Raw: `import vllm` and `LLM(...)` are timed
 apart from `LLM.chat/generate`. Stage: the engine starts inside a Ray actor the stage cannot time
@@ -19,6 +24,8 @@ import argparse
 import json
 import os
 import platform
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -80,11 +87,24 @@ def calibration_study(study, model):
                                     "prompts": study.prompts.model_copy(update={"elicitation": [first.id]})})
 
 
+def _pair(raw: dict, ours: dict, fixed: dict) -> dict:
+    ours = {**ours, "fixed_s": fixed["end_to_end_s"]}
+    generate_s = max(ours["end_to_end_s"] - fixed["end_to_end_s"], 1e-9)
+    ours.update(generate_s=round(generate_s, 2), tokens_per_s=round(ours["tokens"] / generate_s, 1),
+                tokens_per_s_end_to_end=round(ours["tokens"] / ours["end_to_end_s"], 1))
+    raw_e2e = raw["import_s"] + raw["engine_start_s"] + raw["generate_s"]
+    return {"raw_vllm": raw, "valuelex_stage": ours, "same_tokens": raw["tokens"] == ours["tokens"],
+            "ratio_generation": round(ours["tokens_per_s"] / raw["tokens_per_s"], 3),
+            "ratio_end_to_end": round(ours["tokens_per_s_end_to_end"] / (raw["tokens"] / raw_e2e), 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", default="configs/local.yaml")
     parser.add_argument("--model", default=None, help="model name in the study (default: the first)")
     parser.add_argument("--samples", type=int, default=None, help="M override")
+    parser.add_argument("--pairs", type=int, default=3, help="A B pairs (raw vLLM, then the stage)")
+    parser.add_argument("--raw-only", default=None, help=argparse.SUPPRESS)  # the A side writes its JSON here
     parser.add_argument("--json", default="bench/results/generation_overhead.json")
     args = parser.parse_args()
 
@@ -100,26 +120,35 @@ def main() -> None:
     rows = list(grid.requests(study, "elicitation", model, samples=samples))
     path = materialize(model.source)
     engine_kwargs = VLLMEngine(model).processor_config(path, use_gpu=False).engine_kwargs
-    raw = raw_vllm(path, engine_kwargs, rows, model.prompting == "chat")
-    ensure_ray()
-    with tempfile.TemporaryDirectory() as out:
-        fixed = stage(calibration_study(study, model), model, 1, out + "/calibration")
-        ours = stage(study, model, samples, out + "/grid")
-    ours["fixed_s"] = fixed["end_to_end_s"]
-    ours_generate_s = max(ours["end_to_end_s"] - fixed["end_to_end_s"], 1e-9)
-    ours["generate_s"] = round(ours_generate_s, 2)
-    ours["tokens_per_s"] = round(ours["tokens"] / ours_generate_s, 1)
-    ours["tokens_per_s_end_to_end"] = round(ours["tokens"] / ours["end_to_end_s"], 1)
-    raw_e2e = raw["import_s"] + raw["engine_start_s"] + raw["generate_s"]
+    if args.raw_only:  # the A side, in its own process
+        Path(args.raw_only).write_text(json.dumps(raw_vllm(path, engine_kwargs, rows, model.prompting == "chat")))
+        return
+    pairs = []
+    load_start = os.getloadavg()[0]
+    for index in range(args.pairs):
+        with tempfile.TemporaryDirectory() as out:
+            command = [sys.executable, __file__, "--study", args.study, "--raw-only", out + "/raw.json"]
+            command += ["--model", model.name] + (["--samples", str(samples)] if args.samples else [])
+            subprocess.run(command, check=True)
+            raw = json.loads(Path(out + "/raw.json").read_text())
+            ensure_ray()
+            fixed = stage(calibration_study(study, model), model, 1, out + "/calibration")
+            ours = stage(study, model, samples, out + "/grid")
+        pairs.append(_pair(raw, ours, fixed))
+        print(f"pair {index + 1}: raw {raw['tokens_per_s']} tok/s, stage {pairs[-1]['valuelex_stage']['tokens_per_s']}"
+              f" tok/s, ratio {pairs[-1]['ratio_generation']}", flush=True)
+    ratios = sorted(p["ratio_generation"] for p in pairs)
+    raw, ours = pairs[-1]["raw_vllm"], pairs[-1]["valuelex_stage"]
     result = {
         "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores", "python": sys.version.split()[0], "model": model.name, "rows": len(rows),
-        "raw_vllm": raw, "valuelex_stage": ours,
-        "same_tokens": raw["tokens"] == ours["tokens"],
-        "engine_kwargs": engine_kwargs,
-        "ratio_generation": round(ours["tokens_per_s"] / raw["tokens_per_s"], 3),
-        "ratio_end_to_end": round(ours["tokens_per_s_end_to_end"] / (raw["tokens"] / raw_e2e), 3),
+        "load_average_start": load_start, "pairs": pairs, "engine_kwargs": engine_kwargs,
+        "ratio_generation_median": statistics.median(ratios), "ratios_generation": ratios,
+        "ratio_end_to_end_median": statistics.median(p["ratio_end_to_end"] for p in pairs),
+        "same_tokens": all(p["same_tokens"] for p in pairs),
+        "ratio_generation": pairs[-1]["ratio_generation"], "ratio_end_to_end": pairs[-1]["ratio_end_to_end"],
     }
+    raw_e2e = raw["import_s"] + raw["engine_start_s"] + raw["generate_s"]
     print(f"{'':34}{'raw vllm':>12}{'valuelex':>12}")
     print(f"{'rows':34}{len(rows):>12}{ours['rows']:>12}")
     print(f"{'completion tokens':34}{raw['tokens']:>12}{ours['tokens']:>12}")
@@ -130,6 +159,8 @@ def main() -> None:
     print(f"{'tokens/s, generation':34}{raw['tokens_per_s']:>12}{ours['tokens_per_s']:>12}")
     print(f"{'ratio, generation (target >= 0.9)':34}{'':>12}{result['ratio_generation']:>12}")
     print(f"{'ratio, end to end':34}{'':>12}{result['ratio_end_to_end']:>12}")
+    print(f"(the table is the last pair) median generation ratio over {len(pairs)} pairs: "
+          f"{result['ratio_generation_median']:.3f} {ratios}; load average at start {load_start:.1f}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.json}")

@@ -127,12 +127,40 @@ class Study(Strict):
 def fingerprint_of(document: dict[str, Any]) -> str:
     """The fingerprint of a study's JSON dump (study.json): `Study.fingerprint` without validating it.
 
-    ``reliability`` (added later) counts only when it differs from its defaults, so a study that
-    leaves it alone keeps the fingerprint it had before (taxonomies record it).
+    Fields added later (``reliability``, `LATER_DEFAULTS`) count only when they differ from their
+    defaults, so a study that leaves them alone keeps the fingerprint it had before (taxonomies
+    record it).
     """
     if document.get("reliability") == ReliabilitySpec().model_dump(mode="json"):
         document = {k: v for k, v in document.items() if k != "reliability"}
+    document = _without_later_defaults(document)
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:12]
+
+
+LATER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "models.options": {"reasoning": "none", "reasoning_budget": None, "max_tokens": None},
+    "evaluation": {"judge_input": "answer"},
+}
+"""Fields added after studies were fingerprinted, with the defaults that leave a fingerprint unchanged."""
+
+
+def _drop(section: Any, defaults: dict[str, Any]) -> Any:
+    if not isinstance(section, dict):
+        return section
+    return {k: v for k, v in section.items() if not (k in defaults and v == defaults[k])}
+
+
+def _without_later_defaults(document: dict[str, Any]) -> dict[str, Any]:
+    document = dict(document)
+    if "evaluation" in document:
+        document["evaluation"] = _drop(document["evaluation"], LATER_DEFAULTS["evaluation"])
+    if isinstance(document.get("models"), list):
+        document["models"] = [
+            {**m, "options": _drop(m["options"], LATER_DEFAULTS["models.options"])}
+            if isinstance(m, dict) and isinstance(m.get("options"), dict) else m
+            for m in document["models"]
+        ]
+    return document
 
 
 def load_study(path: str | Path) -> Study:

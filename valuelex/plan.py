@@ -185,6 +185,7 @@ def plan(study: Study, throughput_overrides: str | Path | Mapping[str, Any] | No
     totals["api"] = {key: sum(s["api"][key] for s in stages.values())
                      for key in ("requests", "prompt_tokens", "completion_tokens")}
     totals["reasoning_tokens"] = sum(s.get("reasoning_tokens", 0) for s in stages.values())
+    totals["usd"] = _price(study, stages, per_model)
     return {
         "study": study.name,
         "samples": study.samples,
@@ -206,6 +207,31 @@ def plan(study: Study, throughput_overrides: str | Path | Mapping[str, Any] | No
             "buckets": figures["buckets"], "notes": notes,
         },
     }
+
+
+def _price(study: Study, stages: dict[str, dict[str, Any]], per_model: dict[str, dict[str, Any]]) -> float | None:
+    """USD of every API model row, stage and model (`valuelex.cost`); the whole run's, None if any is unpriced."""
+    from valuelex.cost import load_prices, usd
+
+    prices = load_prices({k: v.model_dump() for k, v in study.prices.items()})
+    sources = {m.name: m.source for m in study.models}
+    judge = study.evaluation.judge_model_spec(study) if study.evaluation.judge == "llm" else None
+    if judge is not None:
+        sources.setdefault(judge.name, judge.source)
+    for total in per_model.values():
+        total["usd"] = 0.0 if total["engine"] != "vllm" else None
+    for stage in stages.values():
+        stage["usd"] = 0.0
+        for row in stage["per_model"]:
+            if row["engine"] == "vllm":
+                row["usd"] = None
+                continue
+            row["usd"] = usd(sources[row["model"]], row["prompt_tokens"], row["completion_tokens"], prices)
+            total = per_model[row["model"]]
+            stage["usd"] = None if row["usd"] is None or stage["usd"] is None else stage["usd"] + row["usd"]
+            total["usd"] = None if row["usd"] is None or total["usd"] is None else total["usd"] + row["usd"]
+    spent = [s["usd"] for s in stages.values()]
+    return None if any(v is None for v in spent) else sum(spent)
 
 
 def _model_row(model: ModelSpec, figures: Mapping[str, Any], requests: int, prompt: float,
@@ -329,6 +355,10 @@ def _n(value: float | None) -> str:
     return f"{value:,.0f}"
 
 
+def _usd(value: float | None) -> str:
+    return "unpriced" if value is None else f"${value:,.2f}"
+
+
 def _h(value: float | None) -> str:
     return "-" if value is None else f"{value:,.1f}" if value >= 10 else f"{value:.2f}"
 
@@ -371,12 +401,15 @@ def format_plan(p: Mapping[str, Any]) -> str:
                              for m in p["per_model"] if m["reasoning_tokens"])
         lines.append(f"reasoning: {_n(p['totals']['reasoning_tokens'])} of the completion tokens are thinking "
                      f"(options.reasoning_budget per request: {thinkers})")
+    lines.append("API cost (USD, list prices: valuelex/data/prices.yaml or the study's prices:): " + ", ".join(
+        f"{name} {_usd(s.get('usd'))}" for name, s in [*p["stages"].items(), ("total", p["totals"])]))
     lines.append("")
     header = ["model", "engine", "size", "bucket", "GPUs/replica", "requests", "prompt tok", "completion tok",
-              f"{gpu} GPU-h", "+ starts"]
+              f"{gpu} GPU-h", "+ starts", "USD"]
     rows = [[m["model"], m["engine"], "?" if m["size_b"] is None else f"{m['size_b']:g}B", m["bucket"] or "-",
              str(m["gpus_per_replica"] or "-"), _n(m["requests"]), _n(m["prompt_tokens"]),
-             _n(m["completion_tokens"]), _h(m["gpu_hours"]), _h(m["start_gpu_hours"])] for m in p["per_model"]]
+             _n(m["completion_tokens"]), _h(m["gpu_hours"]), _h(m["start_gpu_hours"]),
+             "-" if m["engine"] == "vllm" else _usd(m.get("usd"))] for m in p["per_model"]]
     lines += _table(header, rows)
     fills = "; ".join(
         f"{style}-prompted " + ", ".join(f"{stage} {f:g}" for stage, f in by_stage.items())

@@ -42,6 +42,14 @@ class PromptSelection(Strict):
         return value
 
 
+class Price(Strict):
+    """USD per 1M tokens of one API model (overrides `valuelex/data/prices.yaml`)."""
+
+    input: float = Field(ge=0, le=1e6, allow_inf_nan=False)
+    output: float = Field(ge=0, le=1e6, allow_inf_nan=False)
+    cached: float | None = Field(None, ge=0, le=1e6, allow_inf_nan=False)
+
+
 class Study(Strict):
     """A whole study: respondents, instruments, sampling, output."""
 
@@ -58,6 +66,8 @@ class Study(Strict):
     construction: ConstructionSpec = Field(default_factory=ConstructionSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     reliability: ReliabilitySpec = Field(default_factory=ReliabilitySpec)
+    prices: dict[str, Price] = Field(default_factory=dict,
+                                     description="API model id -> USD per 1M tokens, over the packaged table")
 
     @field_validator("version", mode="before")
     @classmethod
@@ -133,6 +143,8 @@ def fingerprint_of(document: dict[str, Any]) -> str:
     """
     if document.get("reliability") == ReliabilitySpec().model_dump(mode="json"):
         document = {k: v for k, v in document.items() if k != "reliability"}
+    if document.get("prices") == {}:
+        document = {k: v for k, v in document.items() if k != "prices"}
     document = _without_later_defaults(document)
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -9,7 +9,10 @@ text after it: what a careless proxy leaks). `replies` maps a prompt to the JSON
 gets (odd replies: content parts, a number, token counts of 1e30), until the server is `healthy`.
 A stalling reply stops after `stall_s` seconds, when the client leaves, or when the server closes,
 so no test thread hangs. `respond` (prompt -> text) writes the content of every good answer: a
-fake judge for tests of the judge prompt.
+fake judge for tests of the judge prompt. `think` (prompt, max_tokens -> (thinking, answer) or
+None) plays a reasoning model: ``<think>thinking</think>answer``, one token a word, cut at
+max_tokens like a real engine (an unclosed block, finish_reason length) when the thinking is longer;
+`reasoning_field` sends the thinking as ``reasoning_content`` instead, as vLLM's parser does.
 The server counts attempts per prompt so tests can check that retries happened and were bounded,
 can answer slowly (`delay`, so a test can act while a run is under way) and records the
 Authorization headers it was sent (so a test can prove an API key was used, and used only here).
@@ -29,7 +32,7 @@ from typing import Any
 class FaultServer:
     def __init__(self, timeout_sleep: float = 3.0, rules: dict[str, str] | None = None, delay: float = 0.0,
                  replies: dict[str, Any] | None = None, stall_s: float = 60.0, always: str | None = None,
-                 echo: str = "", respond: Any = None):
+                 echo: str = "", respond: Any = None, think: Any = None, reasoning_field: bool = False):
         self.rules = rules or {}  # exact prompt -> "mode:count" (the same as a `fail:` prefix)
         self.replies = replies or {}  # exact prompt -> the JSON body of every reply to it
         self.stall_s = stall_s
@@ -37,6 +40,9 @@ class FaultServer:
         self.always = always  # a mode for every prompt, e.g. "401" (as `fail:401:always` on each)
         self.echo = echo  # extra text a 401 answer leaks
         self.respond = respond  # prompt -> content of a good answer (default: "values for <prompt> ...")
+        self.think = think
+        self.reasoning_field = reasoning_field
+        self.prompts: list[str] = []  # every prompt received, in order
         self.attempts: Counter[str] = Counter()
         self.healthy = False  # when True every request succeeds (the operator fixed the endpoint)
         self.timeout_sleep = timeout_sleep
@@ -54,6 +60,7 @@ class FaultServer:
                 prompt = body["messages"][-1]["content"] if "messages" in body else body["prompt"]
                 with server.lock:
                     server.attempts[prompt] += 1
+                    server.prompts.append(prompt)
                     attempt = server.attempts[prompt]
                     server.authorizations[self.headers.get("Authorization", "")] += 1
                 if server.delay:
@@ -111,16 +118,37 @@ class FaultServer:
                                                    "message": {"role": "assistant", "content": None}}]})
         else:
             text = self.respond(prompt) if self.respond else f"values for {prompt} (attempt {attempt})"
-            usage = {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}
+            usage: dict[str, Any] = {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}
+            finish, message = "stop", {"role": "assistant", "content": text}
+            thought = self.think(prompt, body.get("max_tokens")) if self.think else None
+            if thought is not None:
+                finish, message, usage = self._thinking(*thought, int(body.get("max_tokens") or 10**6))
+                text = message["content"] or ""
             if "messages" in body:
-                choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+                choice = {"index": 0, "finish_reason": finish, "message": message}
                 payload = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
                            "choices": [choice], "usage": usage}
             else:
-                choice = {"index": 0, "finish_reason": "stop", "text": text, "logprobs": None}
+                choice = {"index": 0, "finish_reason": finish, "text": text, "logprobs": None}
                 payload = {"id": "x", "object": "text_completion", "created": 0, "model": body["model"],
                            "choices": [choice], "usage": usage}
             self._send(handler, 200, payload)
+
+    def _thinking(self, thinking: str, answer: str, limit: int) -> tuple[str, dict, dict]:
+        """A reasoning model's reply, one token a word, cut at `limit` tokens as an engine cuts it."""
+        thought, said = thinking.split(), answer.split()
+        cut = len(thought) + len(said) > limit
+        thought, said = thought[:limit], said[:max(0, limit - len(thought))]
+        usage = {"prompt_tokens": 5, "completion_tokens": len(thought) + len(said),
+                 "total_tokens": 5 + len(thought) + len(said),
+                 "completion_tokens_details": {"reasoning_tokens": len(thought)}}
+        closed = len(thought) == len(thinking.split())
+        if self.reasoning_field:
+            message = {"role": "assistant", "content": " ".join(said) or None, "reasoning_content": " ".join(thought)}
+        else:
+            content = "<think>" + " ".join(thought) + ("</think>" + " ".join(said) if closed else "")
+            message = {"role": "assistant", "content": content}
+        return ("length" if cut else "stop"), message, usage
 
     def _stalling(self) -> Iterator[None]:
         """One step a second (or so) until `stall_s` passes or the server closes."""

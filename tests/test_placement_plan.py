@@ -242,7 +242,9 @@ def test_plan_grid_sizes_equal_the_grid() -> None:
         for row in stages[stage]["per_model"]:
             assert row["requests"] == grid.count(study, stage, study.model(row["model"]))
     assert stages["judging"]["grid_rows"] == grid.count(study, "completion") * len(study.evaluation.systems)
-    assert stages["judging"]["judge"] == "embedding" and stages["judging"]["gpu_hours"] == 0
+    # judged like the paper: an API LLM judge, one request per completion, system and expected attempt
+    assert stages["judging"]["judge"] == "llm:judge-gpt-4o" and stages["judging"]["gpu_hours"] == 0
+    assert stages["judging"]["api"]["requests"] == round(stages["judging"]["grid_rows"] * 1.05)
     assert result["shape"] == {"models": 28, "vllm_models": 18, "api_models": 10, "decoding_configs": 16,
                                "elicitation_prompts": 15, "completion_stems": 50}
 
@@ -252,7 +254,7 @@ def test_plan_api_models_have_tokens_but_no_gpu_hours() -> None:
     per_model = {m["model"]: m for m in result["per_model"]}
     assert per_model["gpt-4"]["gpu_hours"] is None and per_model["gpt-4"]["completion_tokens"] > 0
     assert per_model["llama2-70b-chat"]["gpus_per_replica"] == 8 and per_model["llama2-70b-chat"]["gpu_hours"] > 0
-    assert result["totals"]["api"]["requests"] == sum(
+    assert result["totals"]["api"]["requests"] - result["stages"]["judging"]["api"]["requests"] == sum(
         grid.count(load_study(PAPER), s, m) for s in ("elicitation", "completion")
         for m in load_study(PAPER).models if m.engine == "openai")
     # same tokens, bigger model: more GPU-hours
@@ -327,6 +329,6 @@ def test_format_plan_for_the_paper_study() -> None:
     text = format_plan(plan(load_study(PAPER)))
     lines = text.splitlines()
     assert lines[0].startswith("Plan for study paper: 28 models (18 vLLM, 10 API) x 16 decoding configs x M=10")
-    for word in ("elicitation", "completion", "judging (embedding)", "total", "llama2-70b-chat", "gpt-4",
+    for word in ("elicitation", "completion", "judging (llm:judge-gpt-4o)", "total", "llama2-70b-chat", "gpt-4",
                  "H100 GPU-h", "+ starts", "characters / 4"):
         assert word in text, word

@@ -143,22 +143,24 @@ def _clip(text: str, width: int) -> str:
 def run_model(
     study: Study, stage: Stage, model: ModelSpec, store: RunStore, done: set[str], *,
     samples: int | None = None, use_gpu: bool | None = None, redact: Redactor | None = None,
-    reasons: Counter[str] | None = None,
+    reasons: Counter[str] | None = None, truncated: dict[str, int] | None = None,
 ) -> dict[str, float]:
     """Generate one model's missing rows; returns its counts (rows, skipped, generated, failed, tokens).
 
     The grid is walked lazily and handed to the engine as a stream: a study of any M never holds
     its request rows in memory, and the rows, their ids and seeds are those of `grid.requests`.
     Each shard's error text goes through `redact` before it is written; the first line of each
-    failed row's error is counted in `reasons`.
+    failed row's error is counted in `reasons`. A row in `truncated` (its thinking ran out of
+    tokens at that limit) is skipped unless the request now allows more tokens.
     """
+    truncated = truncated or {}
     redact = redact or Redactor.from_spec(study)
     total = grid.count(study, stage, model, samples=samples)
     counts = {"rows": total, "skipped": 0, "generated": 0, "failed": 0, "tokens": 0, "seconds": 0.0}
 
     def missing() -> Iterator[dict[str, Any]]:
         for row in grid.requests(study, stage, model, samples=samples):
-            if row["row_id"] in done:
+            if row["row_id"] in done or truncated.get(row["row_id"], -1) >= row["max_tokens"]:
                 counts["skipped"] += 1
             else:
                 yield row
@@ -195,6 +197,7 @@ def generate_missing(ctx: RunContext, stage: Stage, samples: int | None = None) 
     """
     study = ctx.require_study()
     done = ctx.store.generation(stage).done_row_ids()
+    truncated = ctx.store.generation(stage).truncated_limits()
     report = StageReport(stage=stage)
     for wave in ctx.model_waves():
         started = time.monotonic()
@@ -202,7 +205,7 @@ def generate_missing(ctx: RunContext, stage: Stage, samples: int | None = None) 
         with ThreadPoolExecutor(max_workers=len(wave)) as pool:
             futures = {
                 m.name: pool.submit(run_model, study, stage, m, ctx.store, done, samples=samples, use_gpu=ctx.use_gpu,
-                                    redact=ctx.redactor, reasons=reasons[m.name])
+                                    redact=ctx.redactor, reasons=reasons[m.name], truncated=truncated)
                 for m in wave
             }
             per_model = {name: future.result() for name, future in futures.items()}

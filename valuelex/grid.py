@@ -74,10 +74,16 @@ def requests(study: Study, stage: Stage, model: ModelSpec, samples: int | None =
                 row_id, seed = row_identity(study, stage, model, config, item.id, prompt, sample)
                 yield request_row(
                     row_id, prompt, prompting=model.prompting, temperature=config.temperature,
-                    top_p=config.top_p, max_tokens=config.max_tokens, seed=seed,
+                    top_p=config.top_p, max_tokens=token_limit(model, config), seed=seed,
                     study=study.name, stage=stage, model=model.name, training=model.training.value,
                     size_b=model.size_b, family=model.family, config=config.name, item_id=item.id, sample=sample,
                 )
+
+
+def token_limit(model: ModelSpec, config: DecodingConfig) -> int:
+    """The max_tokens a request sends: the model's ``options.max_tokens`` (thinking included) when set,
+    else the decoding config's. Only the config's is part of the row identity."""
+    return model.options.max_tokens or config.max_tokens
 
 
 def row_ids(study: Study, stage: Stage, samples: int | None = None) -> set[str]:

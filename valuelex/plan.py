@@ -7,6 +7,10 @@ and GPU-hours are estimates from documented figures in ``valuelex/data/throughpu
   usual rule of thumb for English BPE tokenizers), plus ``chat_overhead_tokens`` per chat request;
 - completion tokens: ``max_tokens`` x an expected fill fraction (chat models stop on their own;
   pretrained models usually write until ``max_tokens``: fill 1.0);
+- reasoning tokens: a reasoning model's ``options.reasoning_budget`` per request on top of its
+  answer, the sum capped at the request's token limit (`grid.token_limit`); counted in the
+  completion tokens and shown apart as ``reasoning_tokens``. The judge reads answers only (unless
+  ``evaluation.judge_input`` says answer+reasoning), so judge prompts leave the reasoning out;
 - GPU-hours (vLLM models only): prompt tokens / prefill throughput + completion tokens / decode
   throughput, per GPU, for the model's size bucket on the reference GPU (H100), / 3600. Engine
   starts (weights load, profiling, CUDA graphs: ``engine_start_minutes`` x the GPUs of every
@@ -168,8 +172,9 @@ def plan(study: Study, throughput_overrides: str | Path | Mapping[str, Any] | No
                 "model": row["model"], "engine": row["engine"], "size_b": row["size_b"], "bucket": row["bucket"],
                 "gpus_per_replica": row["gpus_per_replica"], "requests": 0, "prompt_tokens": 0,
                 "completion_tokens": 0, "gpu_hours": None if row["gpu_hours"] is None else 0.0,
-                "start_gpu_hours": None if row["start_gpu_hours"] is None else 0.0,
+                "start_gpu_hours": None if row["start_gpu_hours"] is None else 0.0, "reasoning_tokens": 0,
             })
+            total["reasoning_tokens"] += row.get("reasoning_tokens", 0)
             for key in ("requests", "prompt_tokens", "completion_tokens"):
                 total[key] += row[key]
             for key in ("gpu_hours", "start_gpu_hours"):
@@ -179,6 +184,8 @@ def plan(study: Study, throughput_overrides: str | Path | Mapping[str, Any] | No
         "grid_rows", "requests", "prompt_tokens", "completion_tokens", "gpu_hours", "start_gpu_hours")}
     totals["api"] = {key: sum(s["api"][key] for s in stages.values())
                      for key in ("requests", "prompt_tokens", "completion_tokens")}
+    totals["reasoning_tokens"] = sum(s.get("reasoning_tokens", 0) for s in stages.values())
+    totals["usd"] = _price(study, stages, per_model)
     return {
         "study": study.name,
         "samples": study.samples,
@@ -200,6 +207,31 @@ def plan(study: Study, throughput_overrides: str | Path | Mapping[str, Any] | No
             "buckets": figures["buckets"], "notes": notes,
         },
     }
+
+
+def _price(study: Study, stages: dict[str, dict[str, Any]], per_model: dict[str, dict[str, Any]]) -> float | None:
+    """USD of every API model row, stage and model (`valuelex.cost`); the whole run's, None if any is unpriced."""
+    from valuelex.cost import load_prices, usd
+
+    prices = load_prices({k: v.model_dump() for k, v in study.prices.items()})
+    sources = {m.name: m.source for m in study.models}
+    judge = study.evaluation.judge_model_spec(study) if study.evaluation.judge == "llm" else None
+    if judge is not None:
+        sources.setdefault(judge.name, judge.source)
+    for total in per_model.values():
+        total["usd"] = 0.0 if total["engine"] != "vllm" else None
+    for stage in stages.values():
+        stage["usd"] = 0.0
+        for row in stage["per_model"]:
+            if row["engine"] == "vllm":
+                row["usd"] = None
+                continue
+            row["usd"] = usd(sources[row["model"]], row["prompt_tokens"], row["completion_tokens"], prices)
+            total = per_model[row["model"]]
+            stage["usd"] = None if row["usd"] is None or stage["usd"] is None else stage["usd"] + row["usd"]
+            total["usd"] = None if row["usd"] is None or total["usd"] is None else total["usd"] + row["usd"]
+    spent = [s["usd"] for s in stages.values()]
+    return None if any(v is None for v in spent) else sum(spent)
 
 
 def _model_row(model: ModelSpec, figures: Mapping[str, Any], requests: int, prompt: float,
@@ -229,6 +261,7 @@ def _summed(rows: list[dict[str, Any]], grid_rows: int, **extra: Any) -> dict[st
         "gpu_hours": sum(r["gpu_hours"] for r in gpu),
         "start_gpu_hours": sum(r["start_gpu_hours"] for r in gpu),
         "api": {key: sum(r[key] for r in api) for key in ("requests", "prompt_tokens", "completion_tokens")},
+        "reasoning_tokens": sum(r.get("reasoning_tokens", 0) for r in rows),
         "per_model": rows,
         **extra,
     }
@@ -243,8 +276,13 @@ def _generation(study: Study, stage: Stage, samples: int, figures: Mapping[str, 
         fill = float(figures["fill_fraction"][model.prompting][stage])
         per_config_prompt = sum(prompt_tokens(item.framed(model.prompting), figures, chat) for item in items)
         prompt = per_config_prompt * len(study.decoding) * samples
-        completion = sum(c.max_tokens * fill for c in study.decoding) * len(items) * samples
-        rows.append(_model_row(model, figures, grid.count(study, stage, model, samples=samples), prompt, completion))
+        budget = model.options.reasoning_budget or 0
+        per_item = [(min(grid.token_limit(model, c), c.max_tokens * fill + budget),
+                     min(grid.token_limit(model, c), budget)) for c in study.decoding]
+        completion = sum(total for total, _ in per_item) * len(items) * samples
+        row = _model_row(model, figures, grid.count(study, stage, model, samples=samples), prompt, completion)
+        row["reasoning_tokens"] = sum(thought for _, thought in per_item) * len(items) * samples
+        rows.append(row)
     return _summed(rows, grid.count(study, stage, samples=samples), samples=samples)
 
 
@@ -259,6 +297,8 @@ def _judging(study: Study, completion: dict[str, Any], figures: Mapping[str, Any
     attempts = float(figures["judge_expected_attempts"])
     requests = completions * len(systems) * attempts
     completion_tokens_total = completion["completion_tokens"] + completion["api"]["completion_tokens"]
+    if spec.judge_input == "answer":  # the judge reads answers: the respondents' reasoning is not in its prompt
+        completion_tokens_total -= sum(r.get("reasoning_tokens", 0) for r in completion["per_model"])
     mean_completion = completion_tokens_total / completions if completions else 0.0
     stems = grid.items(study, "completion")
     mean_stem = sum(prompt_tokens(s.completion_text, figures, False) for s in stems) / len(stems)
@@ -269,13 +309,22 @@ def _judging(study: Study, completion: dict[str, Any], figures: Mapping[str, Any
             int(figures["chat_overhead_tokens"]) if judge.prompting == "chat" else 0)
         prompt += per_request * completions * attempts
         cached += prefix * completions * attempts * float(figures["judge_prefix_cached"])
-    completion_tokens = requests * spec.judge_max_tokens * float(figures["judge_fill_fraction"])
+    completion_tokens = requests * min(
+        grid.token_limit(judge, _judge_config(spec)),
+        spec.judge_max_tokens * float(figures["judge_fill_fraction"]) + (judge.options.reasoning_budget or 0))
     # every system is judged in one engine run per attempt; a large study always has some answer
     # to retry, so every retry round (an engine start each) happens
     row = _model_row(judge, figures, round(requests), prompt, completion_tokens, starts=spec.max_judge_retries + 1)
     if row["gpu_hours"] is not None:  # the shared instructions come from vLLM's prefix cache: no prefill
         row["gpu_hours"] = gpu_hours(prompt - cached, completion_tokens, bucket_for(judge.size_b, figures))
     return {**_summed([row], completions * len(systems)), "judge": f"llm:{judge.name}", "systems": systems}
+
+
+def _judge_config(spec: Any) -> Any:
+    from valuelex.respondents import DecodingConfig
+
+    return DecodingConfig(name="judge", temperature=spec.judge_temperature, top_p=1.0,
+                          max_tokens=spec.judge_max_tokens)
 
 
 def _judge_prefix_tokens(system_name: str, figures: Mapping[str, Any], notes: list[str]) -> float:
@@ -304,6 +353,10 @@ def _n(value: float | None) -> str:
     if value >= 1e4:
         return f"{value / 1e3:.0f}k"
     return f"{value:,.0f}"
+
+
+def _usd(value: float | None) -> str:
+    return "unpriced" if value is None else f"${value:,.2f}"
 
 
 def _h(value: float | None) -> str:
@@ -343,12 +396,20 @@ def format_plan(p: Mapping[str, Any]) -> str:
     if judging.get("judge") == "embedding":
         lines.append(f"judging: embedding judge, {_n(judging['embedded_completions'])} completions embedded on CPU "
                      f"and scored on {len(judging['systems'])} value system(s); no GPU-hours")
+    if p["totals"].get("reasoning_tokens"):
+        thinkers = ", ".join(f"{m['model']} {_n(m['reasoning_tokens'])}"
+                             for m in p["per_model"] if m["reasoning_tokens"])
+        lines.append(f"reasoning: {_n(p['totals']['reasoning_tokens'])} of the completion tokens are thinking "
+                     f"(options.reasoning_budget per request: {thinkers})")
+    lines.append("API cost (USD, list prices: valuelex/data/prices.yaml or the study's prices:): " + ", ".join(
+        f"{name} {_usd(s.get('usd'))}" for name, s in [*p["stages"].items(), ("total", p["totals"])]))
     lines.append("")
     header = ["model", "engine", "size", "bucket", "GPUs/replica", "requests", "prompt tok", "completion tok",
-              f"{gpu} GPU-h", "+ starts"]
+              f"{gpu} GPU-h", "+ starts", "USD"]
     rows = [[m["model"], m["engine"], "?" if m["size_b"] is None else f"{m['size_b']:g}B", m["bucket"] or "-",
              str(m["gpus_per_replica"] or "-"), _n(m["requests"]), _n(m["prompt_tokens"]),
-             _n(m["completion_tokens"]), _h(m["gpu_hours"]), _h(m["start_gpu_hours"])] for m in p["per_model"]]
+             _n(m["completion_tokens"]), _h(m["gpu_hours"]), _h(m["start_gpu_hours"]),
+             "-" if m["engine"] == "vllm" else _usd(m.get("usd"))] for m in p["per_model"]]
     lines += _table(header, rows)
     fills = "; ".join(
         f"{style}-prompted " + ", ".join(f"{stage} {f:g}" for stage, f in by_stage.items())

@@ -68,6 +68,16 @@ class EngineOptions(Strict):
     max_retries: int = Field(4, ge=0, le=20)
     request_timeout_s: float = Field(120.0, gt=0, le=3600, allow_inf_nan=False,
                                      description="seconds one attempt may take in all, reading the reply included")
+    # reasoning models (see valuelex.engines.reasoning)
+    reasoning: str = Field("none", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$",
+                           description="none (the whole output is the answer), auto (the reply's reasoning field, "
+                                       "else the thinking tags), or a vLLM reasoning parser name (deepseek_r1, qwen3)")
+    reasoning_budget: int | None = Field(None, ge=0, le=1_000_000,
+                                         description="plan: expected reasoning tokens per request")
+    max_tokens: int | None = Field(None, ge=1, le=1_000_000,
+                                   description="token limit sent for every request of this model (thinking included), "
+                                               "instead of the decoding config's; not part of the row identity, so "
+                                               "raising it retries rows whose reasoning was truncated")
 
     @field_validator("base_url")
     @classmethod

@@ -42,6 +42,14 @@ class PromptSelection(Strict):
         return value
 
 
+class Price(Strict):
+    """USD per 1M tokens of one API model (overrides `valuelex/data/prices.yaml`)."""
+
+    input: float = Field(ge=0, le=1e6, allow_inf_nan=False)
+    output: float = Field(ge=0, le=1e6, allow_inf_nan=False)
+    cached: float | None = Field(None, ge=0, le=1e6, allow_inf_nan=False)
+
+
 class Study(Strict):
     """A whole study: respondents, instruments, sampling, output."""
 
@@ -58,6 +66,8 @@ class Study(Strict):
     construction: ConstructionSpec = Field(default_factory=ConstructionSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     reliability: ReliabilitySpec = Field(default_factory=ReliabilitySpec)
+    prices: dict[str, Price] = Field(default_factory=dict,
+                                     description="API model id -> USD per 1M tokens, over the packaged table")
 
     @field_validator("version", mode="before")
     @classmethod
@@ -128,19 +138,32 @@ ADDED_LATER: dict[tuple[str, ...], Any] = {
     ("reliability", "devset"): True,
     ("evaluation", "adaptive", "rule"): "ci",
     ("evaluation", "adaptive", "g_target"): 0.8,
+    ("evaluation", "judge_input"): "answer",
+    ("models", "*", "options", "reasoning"): "none",
+    ("models", "*", "options", "reasoning_budget"): None,
+    ("models", "*", "options", "max_tokens"): None,
+    ("prices",): {},
 }
-"""Study fields added after runs were stored, with their defaults: left out of the fingerprint while
-they hold them, so a study that leaves them alone keeps the fingerprint its outputs record."""
+"""Study fields added after runs were stored, with their defaults (``*``: every item of a list):
+left out of the fingerprint while they hold them, so a study that leaves them alone keeps the
+fingerprint its outputs record."""
+
+
+def _drop_default(node: Any, path: tuple[str, ...], default: Any) -> None:
+    if isinstance(node, list) and path[0] == "*":
+        for item in node:
+            _drop_default(item, path[1:], default)
+    elif isinstance(node, dict) and len(path) == 1:
+        if path[0] in node and node[path[0]] == default:
+            del node[path[0]]
+    elif isinstance(node, dict) and path[0] in node:
+        _drop_default(node[path[0]], path[1:], default)
 
 
 def _without_later_defaults(document: dict[str, Any]) -> dict[str, Any]:
     document = json.loads(json.dumps(document))  # a deep copy that is JSON already
     for path, default in ADDED_LATER.items():
-        parent = document
-        for key in path[:-1]:
-            parent = parent.get(key) if isinstance(parent, dict) else None
-        if isinstance(parent, dict) and path[-1] in parent and parent[path[-1]] == default:
-            del parent[path[-1]]
+        _drop_default(document, path, default)
     first = {k: v for k, v in ReliabilitySpec().model_dump(mode="json").items()
              if ("reliability", k) not in ADDED_LATER}
     if document.get("reliability") == first:  # the whole block was added later too

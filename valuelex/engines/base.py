@@ -32,6 +32,8 @@ RESULT_FIELDS = (
     pa.field("finish_reason", pa.string()),
     pa.field("error", pa.string()),
     pa.field("engine", pa.string()),
+    pa.field("reasoning", pa.string()),  # what a reasoning model thought; `response` is its answer only
+    pa.field("n_reasoning_tokens", pa.int64()),
 )
 RESULT_COLUMNS = tuple(f.name for f in RESULT_FIELDS)
 PROMPTINGS = ("chat", "completion")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from valuelex.engines.base import RESULT_COLUMNS, RayDataEngine
+from valuelex.engines.reasoning import answer_columns
 from valuelex.engines.replies import parse_reply
 from valuelex.errors import EngineError
 from valuelex.redact import Redactor
@@ -118,7 +119,7 @@ class OpenAIBatchCaller:
         results = asyncio.run(self._run(batch.to_dict("records")))
         out = batch.copy()
         for column in RESULT_COLUMNS:
-            out[column] = [r[column] for r in results]
+            out[column] = [r.get(column) for r in results]
         return out
 
     async def _run(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -176,10 +177,11 @@ class OpenAIBatchCaller:
         if reply.reason is not None:
             raise ReplyError(reply.reason)
         return {
-            "response": reply.text,
+            **answer_columns(reply.text, mode=self.model.options.reasoning, finish_reason=reply.finish_reason,
+                             max_tokens=int(row["max_tokens"]), reasoning=reply.reasoning,
+                             reasoning_tokens=reply.n_reasoning_tokens),
             "n_prompt_tokens": reply.n_prompt_tokens,
             "n_completion_tokens": reply.n_completion_tokens,
             "finish_reason": reply.finish_reason,
-            "error": None,
             "engine": self.name,
         }

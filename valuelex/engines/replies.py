@@ -21,6 +21,8 @@ class Reply(NamedTuple):
     n_prompt_tokens: int = 0
     n_completion_tokens: int = 0
     finish_reason: str | None = None
+    reasoning: str | None = None  # the reply's own reasoning field (vLLM's reasoning parser, o-series APIs)
+    n_reasoning_tokens: int | None = None
 
 
 def _failed(reason: str) -> Reply:
@@ -63,8 +65,13 @@ def parse_reply(payload: Any, prompting: str) -> Reply:
         message = choice.get("message")
         if not isinstance(message, dict):
             return _failed("reply has no message")
+        thought = message.get("reasoning_content", message.get("reasoning"))
+        reasoning = thought if isinstance(thought, str) and thought.strip() else None
         text, reason = content_text(message.get("content"))
+        if text is None and reasoning is not None and message.get("content") is None:
+            text, reason = "", None  # all thinking, no answer: the caller tells a truncation from a refusal
     else:
+        reasoning = None
         text, reason = content_text(choice.get("text"))
     if reason is not None:
         return _failed(reason)
@@ -79,4 +86,8 @@ def parse_reply(payload: Any, prompting: str) -> Reply:
     prompt_tokens, completion_tokens = token_count(usage, "prompt_tokens"), token_count(usage, "completion_tokens")
     if prompt_tokens is None or completion_tokens is None:
         return _failed(f"reply token counts are not counts below 2**53: {usage!r}"[:200])
-    return Reply(text, None, prompt_tokens, completion_tokens, finish)
+    details = usage.get("completion_tokens_details")
+    thought_tokens = token_count(details, "reasoning_tokens") if isinstance(details, dict) else 0
+    if thought_tokens is None:
+        return _failed(f"reply reasoning token count is not a count below 2**53: {details!r}"[:200])
+    return Reply(text, None, prompt_tokens, completion_tokens, finish, reasoning, thought_tokens or None)

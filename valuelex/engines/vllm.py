@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow as pa
 
 from valuelex.engines.base import RESULT_COLUMNS, RayDataEngine, finish_reason
+from valuelex.engines.reasoning import answer_columns
 from valuelex.redact import Redactor
 from valuelex.sources import materialize
 
@@ -64,6 +65,11 @@ class VLLMEngine(RayDataEngine):
             engine_kwargs["max_model_len"] = opts.max_model_len
         if opts.gpu_memory_utilization and use_gpu:
             engine_kwargs["gpu_memory_utilization"] = opts.gpu_memory_utilization
+        if opts.reasoning not in ("none", "auto"):
+            # vLLM's reasoning parser (EngineArgs.reasoning_parser, `--reasoning-parser`): structured
+            # outputs then constrain the answer only, after the thinking ends. The offline output is
+            # still one text, so `_to_results` cuts it by the parser's tags.
+            engine_kwargs["reasoning_parser"] = opts.reasoning
         engine_kwargs.update(opts.engine_kwargs)
 
         env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
@@ -112,7 +118,8 @@ class VLLMEngine(RayDataEngine):
             stage.map_batches_kwargs.setdefault("max_restarts", ENGINE_RESTARTS)
         # ray.data.llm reads a `model` column as a LoRA adapter name: park ours under another name
         requests = requests.map_batches(_park_model_column, batch_format="pyarrow", num_cpus=LIGHT_CPUS)
-        return processor(requests).map_batches(_to_results, batch_format="pandas", num_cpus=LIGHT_CPUS)
+        return processor(requests).map_batches(_to_results, batch_format="pandas", num_cpus=LIGHT_CPUS,
+                                               fn_kwargs={"reasoning": self.model.options.reasoning})
 
 
 def _park_model_column(batch: pa.Table) -> pa.Table:
@@ -144,8 +151,11 @@ def _preprocess_chat(row: dict[str, Any]) -> dict[str, Any]:
     return {**_preprocess_completion(row), "messages": [{"role": "user", "content": row["prompt"]}]}
 
 
-def _to_results(batch: pd.DataFrame) -> pd.DataFrame:
-    """Map ray.data.llm's columns onto the engine schema and drop the engine's internals."""
+def _to_results(batch: pd.DataFrame, reasoning: str = "none") -> pd.DataFrame:
+    """Map ray.data.llm's columns onto the engine schema and drop the engine's internals.
+
+    A reasoning model's text is cut into reasoning and answer (`valuelex.engines.reasoning`).
+    """
 
     def column(name: str, default: Any) -> pd.Series:
         return batch[name] if name in batch.columns else pd.Series([default] * len(batch), index=batch.index)
@@ -166,6 +176,14 @@ def _to_results(batch: pd.DataFrame) -> pd.DataFrame:
     ]
     redact = Redactor.from_spec()  # runs in the engine worker: its environment's secrets, key-shaped text
     out["error"] = errors.map(redact).where(failed, None)
+    out["reasoning"], out["n_reasoning_tokens"] = None, None
+    if reasoning != "none":
+        for index in [i for i, bad in zip(batch.index, failed, strict=True) if not bad]:
+            cut = answer_columns(out.at[index, "response"], mode=reasoning,
+                                 finish_reason=out.at[index, "finish_reason"],
+                                 max_tokens=int(batch.at[index, "max_tokens"]))
+            for name in ("response", "reasoning", "error"):
+                out.at[index, name] = cut[name]
     out["engine"] = "vllm"
     return out[[c for c in out.columns if c not in RESULT_COLUMNS] + list(RESULT_COLUMNS)]
 

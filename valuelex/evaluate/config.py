@@ -83,6 +83,8 @@ class EvaluationSpec(Strict):
     judge_temperature: float = Field(0.0, ge=0, le=2, description="temperature of the first judge attempt")
     retry_temperature: float = Field(0.7, gt=0, le=2, description="temperature of retries (a new seed needs it)")
     judge_max_tokens: int = Field(320, ge=16, le=8192)
+    judge_input: Literal["answer", "answer+reasoning"] = Field(
+        "answer", description="what the judge scores of a reasoning respondent: its answer, or its reasoning too")
     adaptive: AdaptiveSpec = Field(default_factory=AdaptiveSpec)
 
     @field_validator("systems")

@@ -162,10 +162,16 @@ def prefix_for(prefixes: list[str], row_id: str, variant: int = 0) -> str:
     return prefixes[order_offset(row_id, len(prefixes), variant)]
 
 
-def build_prompt(prefix: str, stem: str, completion: str) -> str:
-    """A judge prompt: the shared `instructions` first, the completion to rate last."""
+def build_prompt(prefix: str, stem: str, completion: str, reasoning: str | None = None) -> str:
+    """A judge prompt: the shared `instructions` first, the completion to rate last.
+
+    ``reasoning`` (``evaluation.judge_input: answer+reasoning``) goes before the completion, so the
+    judge rates the answer in the light of the respondent's thinking; by default it sees the answer only.
+    """
     completion = " ".join((completion or "").split())
-    return f"{prefix}\nStem: {stem}\nCompletion: {completion}\nAnswer:"
+    thought = " ".join((reasoning or "").split())
+    before = f"Reasoning: {thought}\n" if thought else ""
+    return f"{prefix}\nStem: {stem}\n{before}Completion: {completion}\nAnswer:"
 
 
 # --- parsing (pure) ------------------------------------------------------------------------------
@@ -272,6 +278,7 @@ def request_seed(row_id: str, attempt: int) -> int:
 def request_row(
     completion: dict[str, Any], prefix: str, schema_json: str, *, prompting: str, attempt: int,
     temperature: float, max_tokens: int, model: str = "judge", request_id: str | None = None,
+    judge_input: str = "answer",
 ) -> dict[str, Any]:
     """One engine request row (see `valuelex.engines.base`) judging one completion.
 
@@ -281,7 +288,8 @@ def request_row(
     """
     return engine_request(
         request_id or completion["row_id"],
-        build_prompt(prefix, completion.get("stem") or "", completion.get("response") or ""),
+        build_prompt(prefix, completion.get("stem") or "", completion.get("response") or "",
+                     completion.get("reasoning") if judge_input == "answer+reasoning" else None),
         prompting=prompting, temperature=temperature, top_p=1.0, max_tokens=max_tokens,
         seed=request_seed(completion["row_id"], attempt), json_schema=schema_json, model=model, attempt=attempt,
     )
@@ -316,6 +324,8 @@ class LLMJudge:
             "prompt": instructions(system, load_examples(system)),
             "example_order": "rotated by row id (valuelex.evaluate.position)",
         }
+        if self.spec.judge_input != "answer":  # a judge of the reasoning too is another judge (keys of before)
+            settings["judge_input"] = self.spec.judge_input
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
         return f"{self.name}#{digest}@{system.fingerprint()}"
 
@@ -426,7 +436,8 @@ def judge_tasks(
         temperature = spec.judge_temperature if attempt == 0 else spec.retry_temperature
         requests = [request_row(items[rid].completion, items[rid].prefix, items[rid].schema_json,
                                 prompting=prompting, attempt=attempt, temperature=temperature,
-                                max_tokens=spec.judge_max_tokens, model=judge.removeprefix("llm:"), request_id=rid)
+                                max_tokens=spec.judge_max_tokens, model=judge.removeprefix("llm:"), request_id=rid,
+                                judge_input=spec.judge_input)
                     for rid in pending]
         waiting = set(pending)
         still: set[str] = set()

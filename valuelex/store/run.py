@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
 WORD_SHARD_ROWS = 1_000_000
 COMPLETION_COLUMNS = ("row_id", "model", "training", "size_b", "family", "config", "item_id", "sample",
-                      "prompt", "response", "error")
+                      "prompt", "response", "error", "reasoning")
 
 
 @dataclass(frozen=True)

@@ -165,13 +165,24 @@ class ShardTable:
         if not paths:
             return None
         try:
-            tables = [pq.read_table(p, filesystem=self.root.fs, columns=columns) for p in paths]
+            tables = [self._read_shard(p, columns) for p in paths]
         except (OSError, pa.ArrowException) as exc:
             raise StoreError(f"{self.root.uri}/{self.name}: cannot read shards: {exc}") from exc
         try:
             return pa.concat_tables(tables, promote_options="permissive")
         except pa.ArrowException as exc:  # a shard of another schema (another version, a foreign file)
             raise StoreError(f"{self.root.uri}/{self.name}: shards do not share one schema: {exc}") from exc
+
+    def _read_shard(self, path: str, columns: list[str] | None) -> pa.Table:
+        """One shard's columns; a column an older shard lacks (added later) reads as null."""
+        if columns is None:
+            return pq.read_table(path, filesystem=self.root.fs)
+        present = set(pq.read_schema(path, filesystem=self.root.fs).names)
+        table = pq.read_table(path, filesystem=self.root.fs, columns=[c for c in columns if c in present])
+        for name in columns:
+            if name not in present:
+                table = table.append_column(name, pa.nulls(table.num_rows))
+        return table
 
     def read(self, columns: list[str] | None = None) -> pa.Table | None:
         """One row per row_id: the successful attempt if any, else the latest failed one."""
@@ -187,6 +198,24 @@ class ShardTable:
             return set()
         ok = pc.is_null(table["error"])
         return set(table.filter(ok)["row_id"].to_pylist())
+
+    def truncated_limits(self) -> dict[str, int]:
+        """row_id -> the largest max_tokens a `reasoning truncated` failure was stored with.
+
+        Such a row is not retried at the same limit (thinking would run out again, and be paid
+        for again); a request with a larger max_tokens retries it.
+        """
+        from valuelex.engines.reasoning import TRUNCATED
+
+        table = self.read_raw(["row_id", "error", "max_tokens"])
+        if table is None:
+            return {}
+        errors = pc.fill_null(table["error"].cast(pa.string()), "")
+        hit = table.filter(pc.starts_with(errors, TRUNCATED))
+        limits: dict[str, int] = {}
+        for row_id, limit in zip(hit["row_id"].to_pylist(), hit["max_tokens"].to_pylist(), strict=True):
+            limits[row_id] = max(limits.get(row_id, 0), int(limit or 0))
+        return limits
 
 
 def latest_per_row(table: pa.Table) -> pa.Table:

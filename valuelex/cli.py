@@ -198,6 +198,23 @@ def run(study: StudyArg, out: OutOpt = None, require_gpu: GpuOpt = False, wait: 
 
 @app.command()
 @user_errors
+def status(
+    run_uri: Annotated[str, typer.Argument(metavar="RUN", help="a run's output root (path or s3://)")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the status as JSON")] = False,
+) -> None:
+    """Where a run stands, read-only (also while another command writes it): rows stored / grid per stage,
+    failures and invalid judgments by reason, what a rerun would do, tokens spent, the report."""
+    from valuelex.status import format_status, run_status
+
+    found = run_status(run_uri)
+    if as_json:
+        _print(found)
+    else:
+        typer.echo(format_status(found), nl=False)
+
+
+@app.command()
+@user_errors
 def migrate(
     run_uri: Annotated[str, typer.Argument(metavar="RUN", help="a run's output root (path or s3://)")],
     wait: WaitOpt = 0.0,

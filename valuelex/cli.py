@@ -188,12 +188,19 @@ def reliability(
 @app.command()
 @user_errors
 def run(study: StudyArg, out: OutOpt = None, require_gpu: GpuOpt = False, wait: WaitOpt = 0.0,
-        allow_changes: ChangesOpt = False) -> None:
-    """Every stage in order: elicit, construct, evaluate (packaged systems + the new taxonomy), report."""
+        allow_changes: ChangesOpt = False,
+        as_json: Annotated[bool, typer.Option("--json", help="print every stage's summary as JSON")] = False) -> None:
+    """Every stage in order: elicit, construct, evaluate (packaged systems + the new taxonomy), report;
+    then a summary: scores with CIs and verdicts per model and dimension, time per stage, the report."""
     from valuelex.api import run_study
+    from valuelex.summary import format_summary
 
-    _print(run_study(study, out, require_gpu=require_gpu, wait=wait, command="valuelex run",
-                     allow_changes=allow_changes).summary())
+    result = run_study(study, out, require_gpu=require_gpu, wait=wait, command="valuelex run",
+                       allow_changes=allow_changes)
+    if as_json:
+        _print(result.summary())
+    else:
+        typer.echo(format_summary(result.run, result.summary()), nl=False)
 
 
 @app.command()

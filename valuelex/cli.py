@@ -35,6 +35,18 @@ WaitOpt = Annotated[float, typer.Option(
 )]
 
 
+@app.callback()
+def main_options(
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="show Ray's, vLLM's and other libraries' output "
+                                          "on the terminal (default: in RUN/logs/<stage>.log)")] = False,
+) -> None:
+    """Measure the values LLMs hold: elicit, construct a value system, evaluate, report."""
+    from valuelex import console
+
+    if _AS_COMMAND:  # the real command only: an embedding program (or CliRunner) keeps its own output
+        console.configure(verbose=verbose)
+
+
 def user_errors(command: F) -> F:
     """Turn a ValueLexError into a one-paragraph message and exit code 2, with no traceback.
 
@@ -336,7 +348,12 @@ def _compare(run_uri: str, a: str | None, b: str | None, system: str, groups: st
         typer.echo(text + "".join(f"written: {f}\n" for f in files), nl=False)
 
 
+_AS_COMMAND = False
+
+
 def main() -> None:
+    global _AS_COMMAND
+    _AS_COMMAND = True
     app(prog_name="valuelex")
 
 

@@ -234,6 +234,22 @@ def status(
 
 @app.command()
 @user_errors
+def annotate(
+    run_uri: Annotated[str, typer.Argument(metavar="RUN", help="a run's output root (path or s3://)")],
+    out: Annotated[Path, typer.Option("--out", help="folder for index.html (the labelling page) and sample.csv")],
+    n: Annotated[int, typer.Option("--n", help="completions to label")] = 200,
+    system: Annotated[str | None, typer.Option("--system", help="judged value system (default: valuelex)")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the stratified sample")] = 0,
+) -> None:
+    """A labelling page for human scores of a seeded stratified sample (model, stem, judge score); its
+    labels.csv is what `valuelex judge-check` reads."""
+    from valuelex.annotate import annotate as make
+
+    _print(make(run_uri, str(out), n=n, system=system, seed=seed))
+
+
+@app.command()
+@user_errors
 def migrate(
     run_uri: Annotated[str, typer.Argument(metavar="RUN", help="a run's output root (path or s3://)")],
     wait: WaitOpt = 0.0,

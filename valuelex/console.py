@@ -6,7 +6,8 @@ store names it, `RunStore.log_file`), so Ray's, vLLM's, transformers' and tqdm's
 Python warnings land there, including what child processes started meanwhile print; Ray is then
 started with its workers' output forwarded to this process (and so into the log). ValueLex's own
 log records (INFO and up from the ``valuelex`` loggers) and progress lines are written to a
-duplicate of the original stderr, `terminal()`. Verbose (``-v``): nothing is redirected.
+duplicate of the original stderr, `terminal()`; the log records go into the log file too.
+Verbose (``-v``): nothing is redirected.
 
 Library use (no `configure`) changes nothing: output goes where the caller's process sends it.
 """
@@ -49,6 +50,15 @@ class _TerminalHandler(logging.StreamHandler):
         super().emit(record)
 
 
+class _LogFileHandler(logging.StreamHandler):
+    """While a stage is captured, ValueLex's records also go to its log file (fd 2 then points there)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _terminal is not None:
+            self.stream = sys.stderr
+            super().emit(record)
+
+
 def configure(*, verbose: bool) -> None:
     """The CLI's choice: quiet stages (output to their log files) unless `verbose`; ValueLex's log
     records on the terminal (INFO and up; DEBUG too when verbose)."""
@@ -59,6 +69,9 @@ def configure(*, verbose: bool) -> None:
         handler = _TerminalHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(message)s" if verbose else "%(message)s"))
         logger.addHandler(handler)
+        in_log = _LogFileHandler()
+        in_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(in_log)
         logger.propagate = False
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     if verbose:

@@ -31,7 +31,7 @@ def local_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("local") / "run"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "valuelex.cli", "run", str(STUDY), "--out", str(out)],
+        [sys.executable, "-m", "valuelex.cli", "run", str(STUDY), "--out", str(out), "--json"],
         env=env, capture_output=True, text=True, timeout=3000, check=False, cwd=REPO,
     )
     assert result.returncode == 0, result.stderr[-4000:]

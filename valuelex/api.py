@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from valuelex import console
 from valuelex.errors import StudyError
 from valuelex.runner import RunContext, Stage, StageResult, prepare, run_stages
 from valuelex.spec import Study, load_study
@@ -90,7 +91,8 @@ def run_study(
               if isinstance(s, str) else s for s in stages]
     store = RunStore(out or spec.output_uri)
     with hold(store.uri, command or f"run_study({', '.join(names)})", wait):
-        ctx = prepare(spec, store, chosen, require_gpu=require_gpu, allow_changes=allow_changes)
+        with console.capture(store, "setup", only_on_success=True):  # Ray's start-up output
+            ctx = prepare(spec, store, chosen, require_gpu=require_gpu, allow_changes=allow_changes)
         return RunResult(store, run_stages(ctx, chosen))
 
 

@@ -35,6 +35,18 @@ WaitOpt = Annotated[float, typer.Option(
 )]
 
 
+@app.callback()
+def main_options(
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="show Ray's, vLLM's and other libraries' output "
+                                          "on the terminal (default: in RUN/logs/<stage>.log)")] = False,
+) -> None:
+    """Measure the values LLMs hold: elicit, construct a value system, evaluate, report."""
+    from valuelex import console
+
+    if _AS_COMMAND:  # the real command only: an embedding program (or CliRunner) keeps its own output
+        console.configure(verbose=verbose)
+
+
 def user_errors(command: F) -> F:
     """Turn a ValueLexError into a one-paragraph message and exit code 2, with no traceback.
 
@@ -188,12 +200,52 @@ def reliability(
 @app.command()
 @user_errors
 def run(study: StudyArg, out: OutOpt = None, require_gpu: GpuOpt = False, wait: WaitOpt = 0.0,
-        allow_changes: ChangesOpt = False) -> None:
-    """Every stage in order: elicit, construct, evaluate (packaged systems + the new taxonomy), report."""
+        allow_changes: ChangesOpt = False,
+        as_json: Annotated[bool, typer.Option("--json", help="print every stage's summary as JSON")] = False) -> None:
+    """Every stage in order: elicit, construct, evaluate (packaged systems + the new taxonomy), report;
+    then a summary: scores with CIs and verdicts per model and dimension, time per stage, the report."""
     from valuelex.api import run_study
+    from valuelex.summary import format_summary
 
-    _print(run_study(study, out, require_gpu=require_gpu, wait=wait, command="valuelex run",
-                     allow_changes=allow_changes).summary())
+    result = run_study(study, out, require_gpu=require_gpu, wait=wait, command="valuelex run",
+                       allow_changes=allow_changes)
+    if as_json:
+        _print(result.summary())
+    else:
+        typer.echo(format_summary(result.run, result.summary()), nl=False)
+
+
+@app.command()
+@user_errors
+def status(
+    run_uri: Annotated[str, typer.Argument(metavar="RUN", help="a run's output root (path or s3://)")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the status as JSON")] = False,
+) -> None:
+    """Where a run stands, read-only (also while another command writes it): rows stored / grid per stage,
+    failures and invalid judgments by reason, what a rerun would do, tokens spent, the report."""
+    from valuelex.status import format_status, run_status
+
+    found = run_status(run_uri)
+    if as_json:
+        _print(found)
+    else:
+        typer.echo(format_status(found), nl=False)
+
+
+@app.command()
+@user_errors
+def annotate(
+    run_uri: Annotated[str, typer.Argument(metavar="RUN", help="a run's output root (path or s3://)")],
+    out: Annotated[Path, typer.Option("--out", help="folder for index.html (the labelling page) and sample.csv")],
+    n: Annotated[int, typer.Option("--n", help="completions to label")] = 200,
+    system: Annotated[str | None, typer.Option("--system", help="judged value system (default: valuelex)")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the stratified sample")] = 0,
+) -> None:
+    """A labelling page for human scores of a seeded stratified sample (model, stem, judge score); its
+    labels.csv is what `valuelex judge-check` reads."""
+    from valuelex.annotate import annotate as make
+
+    _print(make(run_uri, str(out), n=n, system=system, seed=seed))
 
 
 @app.command()
@@ -312,7 +364,12 @@ def _compare(run_uri: str, a: str | None, b: str | None, system: str, groups: st
         typer.echo(text + "".join(f"written: {f}\n" for f in files), nl=False)
 
 
+_AS_COMMAND = False
+
+
 def main() -> None:
+    global _AS_COMMAND
+    _AS_COMMAND = True
     app(prog_name="valuelex")
 
 

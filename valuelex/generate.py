@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ import pyarrow.compute as pc
 from valuelex import grid
 from valuelex.engines.base import RESULT_FIELDS, build_engine
 from valuelex.instruments import Stage
+from valuelex.progress import Progress
 from valuelex.redact import Redactor
 from valuelex.runner import RunContext, StageFailed, StageResult
 from valuelex.spec import ModelSpec, Study
@@ -101,29 +101,6 @@ class StageReport:
         }
 
 
-class Progress:
-    """rows done / total on stderr, one line rewritten in place (a plain line per update when piped)."""
-
-    def __init__(self, label: str, total: int, done: int = 0):
-        self.label, self.total, self.done, self.start = label, total, done, time.monotonic()
-        self.tty = sys.stderr.isatty()
-        self.show()
-
-    def advance(self, rows: int) -> None:
-        self.done += rows
-        self.show()
-
-    def show(self) -> None:
-        elapsed = time.monotonic() - self.start
-        line = f"[{self.label}] {self.done}/{self.total} rows ({elapsed:.0f}s)"
-        sys.stderr.write(("\r" + line) if self.tty else (line + "\n"))
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.tty:
-            sys.stderr.write("\n")
-
-
 def conform(table: pa.Table) -> pa.Table:
     """Select and cast an engine's output to the stored schema; extra columns are kept at the end."""
     names = set(RESULT_SCHEMA.names)
@@ -173,18 +150,21 @@ def run_model(
     table = store.generation(stage)
     progress = Progress(f"{stage} {model.name}", total, counts["skipped"])
     started = time.monotonic()
-    engine = build_engine(model, use_gpu=use_gpu)
-    for batch in engine.generate(itertools.chain([first], rows), batch_rows=study.shard_rows):
-        shard = redact.table(conform(batch))
-        table.write(shard)
-        counts["generated"] += shard.num_rows
-        counts["tokens"] += int(pc.sum(shard["n_completion_tokens"]).as_py() or 0)
-        errors = [e for e in shard["error"].to_pylist() if e is not None]
-        counts["failed"] += len(errors)
-        if reasons is not None:
-            reasons.update(e.strip().splitlines()[0] if e.strip() else "(no message)" for e in errors)
-        progress.advance(counts["skipped"] + counts["generated"] - progress.done)
-    progress.close()
+    try:
+        engine = build_engine(model, use_gpu=use_gpu)
+        for batch in engine.generate(itertools.chain([first], rows), batch_rows=study.shard_rows):
+            shard = redact.table(conform(batch))
+            table.write(shard)
+            counts["generated"] += shard.num_rows
+            tokens = int(pc.sum(shard["n_completion_tokens"]).as_py() or 0)
+            counts["tokens"] += tokens
+            errors = [e for e in shard["error"].to_pylist() if e is not None]
+            counts["failed"] += len(errors)
+            if reasons is not None:
+                reasons.update(e.strip().splitlines()[0] if e.strip() else "(no message)" for e in errors)
+            progress.advance(counts["skipped"] + counts["generated"] - progress.done, tokens)
+    finally:
+        progress.close()
     counts["seconds"] = round(time.monotonic() - started, 2)
     return counts
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
+from valuelex import console
 from valuelex.errors import StudyError, ValueLexError
 from valuelex.records import stage_record
 from valuelex.redact import Redactor
@@ -185,7 +186,8 @@ def run_stages(ctx: RunContext, stages: Sequence[Stage]) -> dict[str, StageResul
         started = time.time()
         failure = None
         try:
-            result = stage.run(ctx)
+            with console.capture(ctx.store, stage.name):  # quiet CLI: library output to logs/<stage>.log
+                result = stage.run(ctx)
         except StageFailed as exc:
             failure, result = exc, exc.result
         result = StageResult(redact.document(result.summary), {k: redact.document(v) for k, v in result.parts.items()})

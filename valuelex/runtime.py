@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 
+from valuelex import console
 from valuelex.errors import EngineError
 
 INIT_ATTEMPTS = 3
@@ -28,7 +29,8 @@ def ensure_ray() -> None:
 
     if ray.is_initialized():
         return
-    kwargs: dict = {"logging_level": logging.WARNING, "log_to_driver": os.environ.get("VALUELEX_RAY_LOGS") == "1"}
+    kwargs: dict = {"logging_level": logging.WARNING, "log_to_driver": os.environ.get("VALUELEX_RAY_LOGS") == "1"
+                                                             or console.capturing()}
     address = os.environ.get("RAY_ADDRESS")
     if not address:
         kwargs["include_dashboard"] = False

@@ -34,24 +34,27 @@ from sklearn.metrics import cohen_kappa_score, confusion_matrix
 from valuelex.errors import StudyError
 from valuelex.evaluate.judgments import score_column
 from valuelex.evaluate.systems import ValueSystem, dimension_key
+from valuelex.stats import krippendorff
 
 LABELS = list(range(7))
 SCORE_COLUMNS = ("human", "judge", "judge_b")
 
 
 def agreement(a: np.ndarray | pd.Series | list[int], b: np.ndarray | pd.Series | list[int]) -> dict[str, Any]:
-    """QWK, exact and within-one agreement and the confusion matrix (rows: a, columns: b) of two raters."""
+    """QWK, Krippendorff's ordinal alpha, exact and within-one agreement and the confusion matrix
+    (rows: a, columns: b) of two raters."""
     a, b = np.asarray(a, dtype=int), np.asarray(b, dtype=int)
     if len(a) != len(b):
         raise ValueError("raters must score the same items")
     if not len(a):
-        return {"n": 0, "qwk": None, "exact": None, "within1": None, "mean_a": None, "mean_b": None,
+        return {"n": 0, "qwk": None, "alpha": None, "exact": None, "within1": None, "mean_a": None, "mean_b": None,
                 "confusion": np.zeros((7, 7), dtype=int).tolist()}
     with np.errstate(divide="ignore", invalid="ignore"):
         qwk = float(cohen_kappa_score(a, b, labels=LABELS, weights="quadratic"))
     return {
         "n": len(a),
         "qwk": None if math.isnan(qwk) else qwk,  # undefined when both raters give one constant score
+        "alpha": krippendorff.alpha(np.vstack([a, b]).astype(float), "ordinal"),  # Krippendorff's, ordinal
         "exact": float(np.mean(a == b)),
         "within1": float(np.mean(np.abs(a - b) <= 1)),
         "mean_a": float(a.mean()),

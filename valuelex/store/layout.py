@@ -13,6 +13,7 @@
     quality/<table>.parquet             reliability: components, coefficients, dstudy, consistency, judge,
                                         verdicts, devset (`valuelex.quality`)
     stages/<stage>.json                 what each stage did (written by the runner)
+    logs/<stage>.log                    the stage's own and its libraries' output (`valuelex.console`)
     report/                             the default report folder
     .valuelex.lock                      held while a command writes the run (`valuelex.store.lock`)
 """
@@ -29,6 +30,7 @@ SCORES = "scores.parquet"
 EVALUATION = "evaluation.json"
 JUDGE_CHECK = "judge_check.json"
 STAGES = "stages"
+LOGS = "logs"
 REPORT = "report"
 JUDGMENTS = "judgments"
 COMPARISONS = "comparisons"
@@ -46,6 +48,11 @@ def generation_table(stage: str) -> str:
 
 def stage_record(stage: str) -> str:
     return f"{STAGES}/{stage}.json"
+
+
+def stage_log(stage: str) -> str:
+    """``logs/<stage>.log``, the name made safe as one path part."""
+    return f"{LOGS}/" + (re.sub(r"[^A-Za-z0-9_.-]+", "_", stage).strip("._") or "stage") + ".log"
 
 
 def judgments_table(system_name: str) -> str:

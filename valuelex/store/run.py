@@ -38,7 +38,10 @@ judge whose key is in ``scores.parquet`` or in the table; several and none named
 from __future__ import annotations
 
 import json
+import os
 import posixpath
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -195,6 +198,25 @@ class RunStore:
 
     def write_stage_record(self, stage: str, record: dict[str, Any]) -> None:
         self.root.write_json(layout.stage_record(stage), record)
+
+    def log_file(self, stage: str) -> tuple[str, Callable[[], None]]:
+        """A local file to append a stage's log to, and what publishes it: ``logs/<stage>.log`` itself
+        for a local run (readable while it grows); for s3:// a temporary file whose text `publish`
+        appends to the stored log."""
+        relpath = layout.stage_log(stage)
+        if isinstance(self.root.fs, pafs.LocalFileSystem):
+            path = os.path.join(self.root.path, relpath)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            return path, lambda: None
+        handle, path = tempfile.mkstemp(prefix=f"valuelex-{stage}-", suffix=".log")
+        os.close(handle)
+
+        def publish() -> None:
+            with open(path, "rb") as new:
+                self.root.publish_bytes(relpath, (self.root.read_bytes(relpath) or b"") + new.read())
+            os.unlink(path)
+
+        return path, publish
 
     def evaluation_summary(self) -> dict[str, Any] | None:
         return self.root.read_json(layout.EVALUATION)

@@ -33,7 +33,8 @@ REPORT = "report"
 JUDGMENTS = "judgments"
 COMPARISONS = "comparisons"
 QUALITY = "quality"
-QUALITY_TABLES = ("components", "coefficients", "dstudy", "consistency", "judge", "verdicts")
+QUALITY_TABLES = ("components", "coefficients", "dstudy", "consistency", "judge", "verdicts", "taxonomy_validity",
+                  "taxonomy_kmo", "taxonomy_replication")
 LOCK = ".valuelex.lock"
 GENERATION_TABLES = {"elicitation": "elicitation", "completion": "completions"}
 TAXONOMY_FILE = re.compile(r"^taxonomy(?:-([A-Za-z0-9][A-Za-z0-9_.\-]*))?\.json$")

@@ -34,7 +34,7 @@ JUDGMENTS = "judgments"
 COMPARISONS = "comparisons"
 QUALITY = "quality"
 QUALITY_TABLES = ("components", "coefficients", "dstudy", "consistency", "judge", "verdicts", "taxonomy_validity",
-                  "taxonomy_kmo", "taxonomy_replication")
+                  "taxonomy_kmo", "taxonomy_replication", "response_bias")
 LOCK = ".valuelex.lock"
 GENERATION_TABLES = {"elicitation": "elicitation", "completion": "completions"}
 TAXONOMY_FILE = re.compile(r"^taxonomy(?:-([A-Za-z0-9][A-Za-z0-9_.\-]*))?\.json$")

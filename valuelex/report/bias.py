@@ -58,3 +58,47 @@ def bias_part(section: Section, data: RunData) -> bool:
             )
         )
     return True
+
+
+def mtmm_part(section: Section, data: RunData) -> bool:
+    """The multitrait-multimethod summary and its pairs; False when the reliability stage has not computed it."""
+    section.add(Subheading("validity-mtmm", "Convergent and discriminant validity across value systems"))
+    summary, pairs = data.quality.get("mtmm_summary"), data.quality.get("mtmm")
+    if summary is None or not len(summary):
+        section.add(
+            Notice(
+                "No multitrait-multimethod table: the reliability stage computes it when two or more "
+                "value systems are judged (`valuelex reliability RUN`).",
+                id="notice-mtmm-missing",
+            )
+        )
+        return False
+    s = summary.iloc[0]
+    units = "respondents (model × config)" if s["unit"] == "respondent" else "(model, config, stem) cells"
+    if pd.notna(s.get("gap")):
+        section.add(
+            Text(
+                f"Across {int(s['n_units'])} {units} of {s['systems']}: convergent mean |r| "
+                f"{fmt_num(s['convergent'])} over {int(s['n_convergent'])} expected related pairs, "
+                f"discriminant mean |r| {fmt_num(s['discriminant'])} over {int(s['n_discriminant'])} other "
+                f"pairs, gap {fmt_num(s['gap'])} (bar: ≥ 0.40)."
+            )
+        )
+    if pd.notna(s.get("notice")) and s.get("notice"):
+        section.add(
+            Notice(str(s["notice"]), level="warning" if pd.notna(s.get("gap")) else "missing", id="notice-mtmm")
+        )
+    if pairs is not None and len(pairs):
+        conv = pairs[pairs["kind"] == "convergent"]
+        section.add(
+            TableItem(
+                "table-mtmm",
+                "Expected related pairs",
+                ["dimension", "dimension", "r", "why related"],
+                [[r["a"], r["b"], fmt_num(r["r"]), r["reason"]] for r in conv.to_dict("records")],
+                caption="r: Pearson correlation across the units of the two dimensions' mean φ; '—': a dimension does "
+                "not vary across the units.",
+                numeric=[False, False, True, False],
+            )
+        )
+    return True

@@ -33,7 +33,7 @@ from valuelex.report.figures import (
 from valuelex.report.load import RunData
 
 TITLE = "Can these scores be trusted?"
-RELIABILITY_TABLES = ("components", "coefficients", "dstudy", "consistency", "judge", "verdicts")
+RELIABILITY_TABLES = ("components", "coefficients", "dstudy", "consistency", "judge", "verdicts")  # mtmm: validity
 COMPONENT_ORDER = ("model", "model×stem", "model×config", "model×stem×config", "model×stem×config,residual",
                    "stem", "config", "stem×config", "residual")
 

@@ -7,14 +7,13 @@ its cut-offs, the words of KMO < 0.5, and the oblique solution's factor correlat
 small for a check shows the notice that says what is missing, never a NaN.
 
 Scores part (``scores.parquet`` ``w_centred``, `valuelex.evaluate.bias`): the general-factor share
-and each model's acquiescence, and the centred scores beside the raw ones.
+and each model's acquiescence, and the centred scores beside the raw ones; the multitrait-multimethod
+summary across value systems (``quality/mtmm*``, `valuelex.quality.mtmm`).
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-import pandas as pd
 
 from valuelex.report.figures import FigureWriter, Notice, Section, Subheading, TableItem, Text, fmt_num, slug
 from valuelex.report.load import RunData, TaxonomyRun
@@ -115,9 +114,10 @@ def validity_section(data: RunData, writer: FigureWriter) -> Section:
         )
     for run in runs:
         _taxonomy_part(section, run)
-    from valuelex.report.bias import bias_part
+    from valuelex.report.bias import bias_part, mtmm_part
 
     has_bias = bias_part(section, data)
+    has_bias = mtmm_part(section, data) or has_bias
     if not runs and not has_bias:
         section.status = "missing"
     elif any(isinstance(i, Notice) and i.level == "missing" for i in section.items):

@@ -369,7 +369,8 @@ def test_cli_and_report_show_the_comparison(run: str, tmp_path: Path) -> None:
     html = Path(summary["index"]).read_text(encoding="utf-8")
     page = Elements(html)
     assert summary["sections"]["comparison"] == "ok", summary["notices"]
-    assert list(summary["sections"]) == ["reliability", "construction", "evaluation", "comparison", "cases", "facts"]
+    assert list(summary["sections"]) == ["reliability", "validity", "construction", "evaluation", "comparison", "cases",
+                                        "facts"]
     figure = "fig-compare-llama2-7b-vs-llama2-7b-chat-valuelex"
     assert figure in page.ids("img") and "fig-compare-mistral-7b-vs-mistral-7b-instruct-valuelex" in page.ids("img")
     assert "table-compare-llama2-7b-vs-llama2-7b-chat-valuelex" in page.ids("table")

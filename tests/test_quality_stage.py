@@ -73,9 +73,9 @@ def test_stage_writes_every_table(run: str) -> None:
     store = RunStore(run)
     stage = ReliabilityStage(rejudge=shaky_second_pass, score_controls=always_three, devset_judge=LabelJudge(True))
     summary = run_stages(RunContext(store.study(), store), [stage])["reliability"].summary
-    assert summary["tables"] == sorted(layout.QUALITY_TABLES)
+    assert summary["tables"] == sorted(layout.RELIABILITY_TABLES)
     assert summary["systems"] == ["mft", "valuelex"]
-    for table in layout.QUALITY_TABLES:
+    for table in layout.RELIABILITY_TABLES:
         assert (Path(run) / layout.quality_file(table)).exists()
     coef = store.quality("coefficients")
     assert set(coef["system"]) == {"mft", "valuelex"}

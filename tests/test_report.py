@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -206,10 +207,16 @@ def _copy_run(source: str, target: Path, skip: set[str]) -> str:
 
 def test_full_report_has_every_figure_and_section(full_report: tuple[dict, str, float]) -> None:
     summary, html, seconds = full_report
-    assert summary["sections"] == {"reliability": "missing", "construction": "ok", "evaluation": "ok", "cases": "ok",
-                                   "facts": "ok"}
-    assert summary["problems"] == [] and [n["id"] for n in summary["notices"]] == ["notice-reliability-missing"]
+    assert summary["sections"] == {"reliability": "missing", "validity": "partial", "construction": "ok",
+                                   "evaluation": "ok", "cases": "ok", "facts": "ok"}
+    # 12 respondents: split-half replication needs 20, which the validity section says instead of a number
+    assert summary["problems"] == [] and [n["id"] for n in summary["notices"]] == [
+        "notice-reliability-missing", "notice-validity-taxonomy-0", "notice-validity-plm-0", "notice-mtmm-missing"]
     page = Elements(html)
+    validity = html.split('id="validity"', 1)[1].split('id="construction"', 1)[0]
+    assert "needs at least 20 respondents" in validity and "this run has 12" in validity
+    assert not re.search(r"\bnan\b", validity.lower()) and "table-centred-valuelex" in page.ids("table")
+    assert "table-validity-taxonomy" in page.ids("table") and "explains" in validity
     expected = CONSTRUCTION_FIGURES + PLM_FIGURES + EVALUATION_FIGURES
     assert sorted(page.ids("img")) == sorted(expected)
     assert page.count("img") == len(expected)  # the payload's <img> is text, not an element
@@ -315,8 +322,8 @@ def test_run_with_only_elicitation(tmp_path: Path) -> None:
     summary = build_report(run, str(tmp_path / "report"))
     html = Path(summary["index"]).read_text(encoding="utf-8")
     page = Elements(html)
-    assert summary["sections"] == {"reliability": "missing", "construction": "missing", "evaluation": "missing",
-                                   "cases": "ok", "facts": "ok"}
+    assert summary["sections"] == {"reliability": "missing", "validity": "missing", "construction": "missing",
+                                   "evaluation": "missing", "cases": "ok", "facts": "ok"}
     for notice in ("notice-construction-missing", "notice-evaluation-missing", "notice-cases-completions",
                    "notice-judge-missing"):
         assert notice in page.ids("div"), notice
@@ -359,7 +366,7 @@ def test_report_reads_a_run_on_s3(s3_endpoint: str, full_run: str, tmp_path: Pat
         remote.table(table).write(local.table(table).read_raw())
     summary = build_report(uri, str(tmp_path / "report"))
     assert summary["problems"] == []
-    assert summary["sections"] == {"reliability": "missing", "construction": "ok", "evaluation": "ok", "cases": "ok",
-                                   "facts": "ok"}
+    assert summary["sections"] == {"reliability": "missing", "validity": "partial", "construction": "ok",
+                                   "evaluation": "ok", "cases": "ok", "facts": "ok"}
     page = Elements(Path(summary["index"]).read_text(encoding="utf-8"))
     assert set(CONSTRUCTION_FIGURES + EVALUATION_FIGURES) == set(page.ids("img"))

@@ -16,17 +16,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from valuelex.construct.build import analyse, assemble, settings_summary
+from valuelex.construct.build import Structure, analyse, assemble, settings_summary
 from valuelex.construct.clustering import Embedder, load_embedder
 from valuelex.construct.config import ConstructionSpec
-from valuelex.construct.cooccurrence import build_incidence, prune
+from valuelex.construct.cooccurrence import Incidence, build_incidence, prune
 from valuelex.construct.lexicon import Judge, judge_words
 from valuelex.construct.naming import Namer, named_by_engine
+from valuelex.construct.replication import Settings, validity_tables
 from valuelex.construct.stability import bootstrap_stability
-from valuelex.construct.taxonomy import Corpus, Taxonomy, taxonomy_document
+from valuelex.construct.taxonomy import Corpus, Taxonomy, ValidityInfo, taxonomy_document
 from valuelex.construct.wordfilter import EmbeddingWordFilter, both
 from valuelex.construct.wordjudge import engine_word_judge
 from valuelex.errors import ConstructionError
@@ -149,6 +151,8 @@ def construct(study: Study, store: RunStore, *, namer: Namer | None = None, judg
         taxonomy = build(namer)
     stability_table, summary = bootstrap_stability(pruned, structure, taxonomy, spec, embeddings)
     taxonomy = taxonomy.model_copy(update={"stability": summary})
+    validity = check_validity(store, spec, pruned, answered, structure)
+    taxonomy = taxonomy.model_copy(update={"validity": validity})
 
     in_taxonomy = {entry.word for sub in taxonomy.subdimensions() for entry in sub.words}
     words_table = occurrences.append_column(
@@ -159,7 +163,35 @@ def construct(study: Study, store: RunStore, *, namer: Namer | None = None, judg
         "taxonomy": uri,
         **settings_summary(taxonomy),
         "stability": summary.model_dump(mode="json"),
+        "validity": validity.verdict or "not computable",
         "seconds": round(time.monotonic() - started, 2),
     }
     log.info("construction: wrote %s (K=%d)", summary_out["taxonomy"], taxonomy.k.chosen)
     return summary_out
+
+
+def respondent_groups(incidence: Incidence, answered: pa.Table, unit: str) -> np.ndarray:
+    """The respondent (model x config) of every unit, as integer codes: answers go with their respondent."""
+    if unit == "respondent":
+        return np.arange(incidence.n_units)
+    keys = answered.select(["row_id", "model", "config"]).to_pylist()
+    of = {r["row_id"]: (r["model"], r["config"]) for r in keys}
+    codes: dict[tuple[str, str], int] = {}
+    return np.array([codes.setdefault(of[u[0]], len(codes)) for u in incidence.units], dtype=np.int64)
+
+
+def check_validity(store: RunStore, spec: ConstructionSpec, pruned: Incidence, answered: pa.Table,
+                   structure: Structure) -> ValidityInfo:
+    """Run the replication checks on what the taxonomy was built from; store RUN/quality/taxonomy_*."""
+    settings = Settings(k=structure.k.chosen, correlation=spec.correlation, correction=spec.tetrachoric_correction,
+                        rotation=spec.rotation, method=spec.fa_method, min_loading=spec.min_loading)
+    summary, tables = validity_tables(pruned.binary.tocsr(), respondent_groups(pruned, answered, spec.unit),
+                                      structure.words, structure.corr, structure.efa.loadings, settings,
+                                      seed=spec.seed, label=spec.label or "")
+    for name, frame in tables.items():
+        old = store.quality(name)
+        if old is not None and "taxonomy" in old:
+            frame = pd.concat([old[old["taxonomy"] != (spec.label or "")], frame], ignore_index=True)
+        store.write_quality(name, frame)
+    log.info("construction: validity %s", summary["verdict"] or "not computable")
+    return ValidityInfo.model_validate(summary)

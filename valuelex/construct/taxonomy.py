@@ -143,6 +143,29 @@ class StabilitySummary(_Model):
     mean_dimension_ari: float | None = None
 
 
+class ValidityInfo(_Model):
+    """Does the taxonomy replicate (`valuelex.construct.replication`): verdict, factorability, split halves, CFA."""
+
+    verdict: Literal["replicated", "weak", "not replicated"] | None = None
+    reason: str | None = None
+    notices: list[str] = Field(default_factory=list)
+    kmo: float | None = None
+    kmo_low_words: list[str] = Field(default_factory=list)
+    bartlett_chi2: float | None = None
+    bartlett_df: int | None = None
+    bartlett_p: float | None = None
+    n_respondents: int = Field(0, ge=0)
+    n_splits: int = Field(0, ge=0)
+    congruence_min: float | None = None
+    congruence_mean: float | None = None
+    agreement: float | None = None
+    cfa: dict[str, float | None] | None = None
+    cfa_within_cutoffs: bool | None = None
+    oblique_rotation: str | None = None
+    oblique_factor_correlations: list[list[float]] | None = None
+    oblique_congruence: list[float] | None = None
+
+
 class Taxonomy(_Model):
     """The whole document; `load_taxonomy` validates a file against it."""
 
@@ -166,6 +189,7 @@ class Taxonomy(_Model):
     dimensions: list[Dimension] = Field(min_length=1)
     subdimension_correlation: SubdimensionCorrelation
     stability: StabilitySummary | None = None
+    validity: ValidityInfo | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Taxonomy:

@@ -24,6 +24,7 @@ import pandas as pd
 from valuelex.errors import StudyError
 from valuelex.evaluate import judgments as jt
 from valuelex.evaluate.adaptive import run_adaptive
+from valuelex.evaluate.bias import add_centred, bias_table
 from valuelex.evaluate.scores import score_table
 from valuelex.evaluate.systems import ValueSystem, load_value_system
 from valuelex.redact import Redactor
@@ -198,7 +199,8 @@ def evaluate(ctx: RunContext, systems: list[ValueSystem], judge: Any, *, generat
         generate_round(None)
         samples = study.samples
         scores = judge_all(samples)
-    store.write_scores(scores)
+    merged = store.write_scores(add_centred(scores))
+    store.write_quality("response_bias", bias_table(merged))
     position = None
     if spec.position_check and getattr(judge, "kind", "") == "llm":
         from valuelex.evaluate.position import run_position_check

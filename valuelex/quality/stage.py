@@ -4,6 +4,8 @@ Runs after evaluation. For every judged value system it reads the judgments that
 (`RunStore.judgments(system)`) and writes, under ``RUN/quality/`` (`layout.quality_file`):
 
 - ``components``, ``coefficients``, ``dstudy``, ``consistency``: `valuelex.quality.assess`;
+- ``mtmm``, ``mtmm_summary``: convergent and discriminant validity across the judged systems
+  (`valuelex.quality.mtmm`);
 - ``verdicts``: reliable / doubtful / unreliable per model x dimension (`valuelex.quality.verdict`);
 - ``judge``: the judge's reliability (`valuelex.quality.judge`): a second pass over a seeded random
   subset of ``reliability.rejudge`` completions (the LLM judge at the retry temperature with another
@@ -36,6 +38,7 @@ from valuelex.evaluate.systems import ValueSystem
 from valuelex.quality.assess import assess
 from valuelex.quality.config import ReliabilitySpec
 from valuelex.quality.judge import agreement, control_errors
+from valuelex.quality.mtmm import mtmm
 from valuelex.quality.verdict import verdicts
 from valuelex.runner import RunContext, StageResult
 
@@ -229,6 +232,8 @@ class ReliabilityStage:
         spec = ctx.study.reliability if ctx.study is not None else ReliabilitySpec()
         rejudge, score_controls, devset_judge, kind = self._judges(ctx)
         frames: dict[str, list[pd.DataFrame]] = {}
+        values_by_system: dict[str, pd.DataFrame] = {}
+        leaves: dict[str, list[tuple[str, str]]] = {}
         scores = store.current_scores()
         notices = []
         judged_names = store.judged_systems()
@@ -245,6 +250,8 @@ class ReliabilityStage:
                 continue
             judged = jt.conform(store.judgments(system), system)
             values = dimension_values(judged, system)
+            values_by_system[name] = values
+            leaves[name] = [(leaf.key, leaf.name) for leaf in system.leaves()]
             tables = assess(values, system, resamples=spec.resamples, omega_resamples=spec.omega_resamples,
                             seed=spec.seed)
             mine = scores[scores["system"] == name] if scores is not None and "system" in scores else pd.DataFrame()
@@ -256,6 +263,10 @@ class ReliabilityStage:
                 tables["devset"] = pd.DataFrame(devset_rows(devset_judge, system))
             for table, frame in tables.items():
                 frames.setdefault(table, []).append(frame)
+        if values_by_system:
+            summary, pairs = mtmm(values_by_system, leaves)
+            frames["mtmm"] = [pairs]
+            frames["mtmm_summary"] = [pd.DataFrame([{**summary, "systems": ", ".join(summary["systems"])}])]
         written = {}
         for table, parts in frames.items():
             parts = [p for p in parts if len(p)]

@@ -33,6 +33,7 @@ from valuelex.report.figures import (
 from valuelex.report.load import RunData
 
 TITLE = "Can these scores be trusted?"
+RELIABILITY_TABLES = ("components", "coefficients", "dstudy", "consistency", "judge", "verdicts", "devset")  # mtmm: validity
 COMPONENT_ORDER = ("model", "model×stem", "model×config", "model×stem×config", "model×stem×config,residual",
                    "stem", "config", "stem×config", "residual")
 
@@ -193,7 +194,8 @@ def _first_notice(coef: pd.DataFrame) -> str:
 
 def reliability_section(data: RunData, writer: FigureWriter) -> Section:
     section = Section(id="reliability", title=TITLE)
-    q = {name: frame for name, frame in data.quality.items() if frame is not None and len(frame)}
+    q = {name: frame for name, frame in data.quality.items()
+         if frame is not None and len(frame) and name in RELIABILITY_TABLES}
     if not q:
         section.status = "missing"
         section.add(Notice("The reliability stage has not run on this run: `valuelex reliability RUN` computes "

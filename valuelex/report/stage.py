@@ -11,6 +11,8 @@ did not write. Sections, in reading order:
   dimension (``table-verdicts-<system>``), variance components (``fig-variance-<system>``), the
   D-study (``fig-dstudy-<system>``), consistency and judge tables; a notice
   (``notice-reliability-missing``) when the reliability stage did not run;
+- Does it measure what it claims? (``taxonomy.json`` ``validity``, ``quality/taxonomy_*``, ``quality/response_bias``,
+  `valuelex.report.validity`): the taxonomy's replication verdict and the scores' response bias;
 - Value construction (§4.1): scree plot + parallel analysis (``fig-scree``), keyword clusters
   (``fig-clusters``, Fig. 2a/c), value system diagram (``fig-system``, Fig. 2b/d), subdimension
   correlations (``fig-subcorr``, Fig. 5), word stability (``fig-stability``); ids get ``-<label>``
@@ -49,7 +51,8 @@ from valuelex.store import layout
 
 log = logging.getLogger(__name__)
 
-SECTIONS = (("reliability", "Can these scores be trusted?"), ("construction", "Value construction"),
+SECTIONS = (("reliability", "Can these scores be trusted?"), ("validity", "Does it measure what it claims?"),
+            ("construction", "Value construction"),
             ("evaluation", "Value evaluation"),
             ("comparison", "Model comparisons"), ("cases", "Case study: sample answers"), ("facts", "Run facts"))
 
@@ -61,9 +64,11 @@ def _builders(cases_per_model: int) -> list[tuple[str, str, Callable[[RunData, F
     from valuelex.report.evaluation import evaluation_section
     from valuelex.report.facts import facts_section
     from valuelex.report.reliability import reliability_section
+    from valuelex.report.validity import validity_section
 
     funcs = {
         "reliability": reliability_section,
+        "validity": validity_section,
         "construction": construction_section,
         "evaluation": evaluation_section,
         "comparison": comparison_section,  # None (left out) when the run has no comparisons/

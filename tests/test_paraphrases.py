@@ -1,0 +1,148 @@
+"""Prompt sensitivity (issue 17 item 5): the packaged paraphrase sets, a study that asks them (row
+identity, fingerprint, resume on the fake OpenAI server) and the spread of scores across them."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.fault_server import FaultServer
+from tests.helpers import study_dict, write_study
+from valuelex import grid, instruments
+from valuelex.api import run_study
+from valuelex.errors import StudyError
+from valuelex.spec import Study, load_study
+from valuelex.store import RunStore
+
+REPO = Path(__file__).resolve().parent.parent
+BASELINE = REPO / "tests" / "data" / "regression"
+
+
+def served(base_url: str) -> dict:
+    return {"name": "served", "source": "fake-served", "engine": "openai", "training": "aligned", "family": "fake",
+            "size_b": 1.0, "prompting": "chat",
+            "options": {"base_url": base_url, "max_retries": 0, "request_timeout_s": 5.0}}
+
+
+BASE_MODEL = {**served("http://127.0.0.1:1"), "name": "base", "source": "fake-base", "prompting": "completion"}
+
+
+# --- the packaged sets ------------------------------------------------------------------------------
+
+
+def test_every_prompt_and_stem_has_at_least_three_paraphrases() -> None:
+    assert instruments.paraphrase_count() >= 3
+    for stage, originals in (("elicitation", instruments.elicitation_prompts()),
+                             ("completion", instruments.completion_stems())):
+        sets = instruments.paraphrases(stage)
+        assert sorted(sets) == sorted(i.id for i in originals) and len(sets) == (15 if stage == "elicitation" else 50)
+        for item in originals:
+            wordings = sets[item.id]
+            assert len(wordings) == instruments.paraphrase_count()
+            texts = [item.completion_text, *(w.completion_text for w in wordings)]
+            assert len(set(texts)) == len(texts), item.id  # no paraphrase repeats another or the original
+            if stage == "completion":  # a stem still ends where the respondent continues it
+                assert all(not t.rstrip().endswith((".", "?", "!")) for t in texts), item.id
+                assert all(w.chat_text == f"Complete the sentence: {w.completion_text}" for w in wordings)
+            else:  # the completion framing ends where the list of words begins
+                assert all(w.completion_text.endswith(":") for w in wordings), item.id
+                assert all(w.chat_text.strip() and w.chat_text != item.chat_text for w in wordings)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda d: d["stems"].pop("s07"), r"stems: unknown ids \[\], ids without paraphrases \['s07'\]"),
+    (lambda d: d["stems"].__setitem__("s99", ["x", "y", "z"]), r"stems: unknown ids \['s99'\]"),
+    (lambda d: d["stems"].__setitem__("s01", ["I enjoy", "What I like is"]), r"stems\.s01: 2 paraphrases, at least 3"),
+    (lambda d: d["stems"].__setitem__("s01", ["I enjoy", "I like", "x"]), r"stems\.s01\[1\]: 'I like' repeats"),
+    (lambda d: d["elicitation"]["q02"][1].__setitem__("completion", ""), r"elicitation\.q02\[1\]\.completion"),
+])
+def test_a_broken_paraphrase_file_names_the_field(edit, message: str) -> None:
+    raw = copy.deepcopy(yaml.safe_load((REPO / "valuelex/data/paraphrases.yaml").read_text()))
+    edit(raw)
+    with pytest.raises(StudyError, match=r"^bad\.yaml: " + message):
+        instruments.check_paraphrases(raw, "bad.yaml")
+
+
+# --- the study's grid -------------------------------------------------------------------------------
+
+
+def _study(paraphrases: int | None, **overrides: object) -> Study:
+    prompts = {"elicitation": ["q01", "q09"], "stems": ["s01", "s13"]}
+    if paraphrases is not None:
+        prompts["paraphrases"] = paraphrases
+    fields = {"models": [served("http://127.0.0.1:1"), BASE_MODEL], "prompts": prompts, **overrides}
+    return Study.model_validate(study_dict(**fields))
+
+
+@pytest.mark.parametrize("stage", ["elicitation", "completion"])
+def test_paraphrase_rows_have_their_own_ids_and_the_originals_keep_theirs(stage: str) -> None:
+    plain, asked = _study(None), _study(3)
+    rows = [r for m in asked.models for r in grid.requests(asked, stage, m)]
+    before = [r for m in plain.models for r in grid.requests(plain, stage, m)]
+    assert len(rows) == grid.count(asked, stage) == 4 * grid.count(plain, stage) == 4 * 2 * 2 * 2 * 2
+    assert len({r["row_id"] for r in rows}) == len(rows) and len({r["seed"] for r in rows}) == len(rows)
+    originals = [r for r in rows if r["paraphrase"] == 0]
+    assert [(r["row_id"], r["seed"], r["prompt"]) for r in originals] == \
+        [(r["row_id"], r["seed"], r["prompt"]) for r in before]
+    assert grid.row_ids(asked, stage) == {r["row_id"] for r in rows}
+    assert grid.row_ids(plain, stage) == {r["row_id"] for r in originals}
+    wording = {(r["model"], r["item_id"], r["paraphrase"]): r["prompt"] for r in rows}
+    base_s01 = instruments.paraphrases("completion")["s01"][1].completion_text
+    if stage == "completion":
+        assert wording[("base", "s01", 2)] == base_s01 == "What I like is"
+        assert wording[("served", "s01", 2)] == "Complete the sentence: What I like is"
+    assert len(set(wording.values())) == len(wording)  # every (model, item, paraphrase) asked in its own words
+
+
+def test_the_regression_baseline_keeps_its_ids_and_the_fingerprint_its_value() -> None:
+    local = load_study(REPO / "configs" / "local.yaml")
+    for stage, table in (("elicitation", "elicitation"), ("completion", "completions")):
+        stored = pd.read_parquet(BASELINE / f"{table}.parquet", columns=["row_id", "seed"])
+        assert grid.row_ids(local, stage) == set(stored["row_id"])
+        seeds = {r["row_id"]: r["seed"] for m in local.models for r in grid.requests(local, stage, m)}
+        assert stored.set_index("row_id")["seed"].to_dict() == seeds
+    explicit = Study.model_validate({**local.model_dump(mode="json"),
+                                     "prompts": {**local.prompts.model_dump(mode="json"), "paraphrases": 0}})
+    assert explicit.fingerprint() == local.fingerprint()  # paraphrases: 0 is the study as it was
+    assert _study(2).fingerprint() != _study(None).fingerprint() == _study(0).fingerprint()
+
+
+@pytest.mark.parametrize(("value", "message"), [(4, "at most 3"), (-1, "greater than or equal to 0"),
+                                                (True, "valid integer")])
+def test_too_many_paraphrases_is_a_field_error(tmp_path: Path, value: object, message: str) -> None:
+    path = write_study(tmp_path, prompts={"stems": ["s01"], "paraphrases": value})
+    with pytest.raises(StudyError, match=rf"study\.yaml: prompts\.paraphrases: .*{message}"):
+        load_study(path)
+
+
+# --- generation and resume on the fake OpenAI server -----------------------------------------------
+
+
+def test_a_study_with_paraphrases_grows_from_the_plain_one_and_resumes(ray_local: None, tmp_path: Path) -> None:
+    out = str(tmp_path / "out")
+    with FaultServer() as server:
+        model = served(server.base_url)
+        plain = load_study(write_study(tmp_path, "plain.yaml", models=[model], prompts={"stems": ["s01", "s13"]}))
+        first = run_study(plain, out, ["completion"]).summary()["completion"]
+        assert first["rows_generated"] == 8 and first["rows_failed"] == 0
+        asked = load_study(write_study(tmp_path, "para.yaml", models=[model],
+                                       prompts={"stems": ["s01", "s13"], "paraphrases": 2}))
+        grown = run_study(asked, out, ["completion"]).summary()["completion"]  # a grown study, not a change
+        assert (grown["rows_in_grid"], grown["rows_already_stored"], grown["rows_generated"]) == (24, 8, 16)
+        again = run_study(asked, out, ["completion"]).summary()["completion"]
+        assert (again["rows_already_stored"], again["rows_generated"]) == (24, 0)  # nothing generated twice
+        asked_prompts = sum(server.attempts.values())
+    assert asked_prompts == 24
+    store = RunStore(out)
+    current = store.current_rows("completion", asked).to_pandas()
+    assert len(current) == 24 and sorted(current["paraphrase"].value_counts().to_dict().items()) == \
+        [(0, 8), (1, 8), (2, 8)]
+    assert set(store.current_rows("completion", plain).column("row_id").to_pylist()) == \
+        set(current.loc[current["paraphrase"] == 0, "row_id"])
+    completions = store.completions(asked)
+    stems = set(zip(completions["item_id"], completions["paraphrase"], completions["stem"], strict=True))
+    assert ("s01", 2, "What I like is") in stems and ("s13", 0, "My greatest fear") in stems and len(stems) == 6

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -146,3 +147,116 @@ def test_a_study_with_paraphrases_grows_from_the_plain_one_and_resumes(ray_local
     completions = store.completions(asked)
     stems = set(zip(completions["item_id"], completions["paraphrase"], completions["stem"], strict=True))
     assert ("s01", 2, "What I like is") in stems and ("s13", 0, "My greatest fear") in stems and len(stems) == 6
+
+
+# --- the spread of the scores across wordings ------------------------------------------------------
+
+PLANTED = np.array([0.0, 0.08, -0.06, 0.12])  # model-0, first dimension: φ shifted per wording
+
+
+def test_spread_recovers_a_planted_wording_effect() -> None:
+    """φ = the linear model of quality/synthetic (residual SD 0.1) + PLANTED[k] for one model x dimension."""
+    from valuelex.evaluate.systems import load_value_system
+    from valuelex.quality.paraphrase import spread
+    from valuelex.quality.synthetic import synthetic_values
+
+    system = load_value_system("mft")
+    variances = {"model": 0.01, "stem": 0.01, "config": 0.002, "model×stem": 0.004, "residual": 0.01}
+    values = synthetic_values(system, (3, 10, 2, 4 * 6), variances, np.random.default_rng(17), clip=False)
+    values["paraphrase"] = values["sample"] % 4
+    key = system.all_dimensions()[0].key
+    hit = values["model"] == "model-0"
+    values.loc[hit, key] += PLANTED[values.loc[hit, "paraphrase"]]
+    table = spread(values, system).set_index(["model", "key"])
+    assert len(table) == 3 * len(system.all_dimensions()) and (table["paraphrases"] == 4).all()
+    planted = table.loc[("model-0", key)]
+    w = np.array([planted[f"w_{k}"] for k in range(4)])
+    noise = float(planted["noise_sd"])
+    assert abs(noise - 0.1 / np.sqrt(10 * 2 * 6)) < 0.002  # the residual SD over each wording's 120 completions
+    assert np.abs((w - w[0]) - PLANTED).max() < 4 * noise * np.sqrt(2)
+    assert abs(planted["sd"] - PLANTED.std(ddof=1)) < 0.015 and abs(planted["range"] - np.ptp(PLANTED)) < 0.03
+    assert abs(planted["excess_sd"] - PLANTED.std(ddof=1)) < 0.015
+    others = table.drop(index=("model-0", key))
+    assert others["excess_sd"].max() < 0.02 and others["range"].max() < 0.05  # no wording effect planted there
+    assert planted["stem_sd"] > others["stem_sd"].max()
+
+
+class PlantedJudge:
+    """Scores 3 + a per-wording shift for model `a` (none for `b`) + hash noise in -1..1, on every leaf."""
+
+    kind = "test"
+    name = "test:planted"
+    SHIFT = (0, 1, -1, 2)
+
+    def key(self, system: object) -> str:
+        return f"{self.name}@{system.fingerprint()}"  # type: ignore[attr-defined]
+
+    def judge(self, completions: list[dict], system: object, sink: object) -> None:
+        import hashlib
+
+        from valuelex.evaluate import judgments as jt
+
+        rows = []
+        for row in completions:
+            shift = self.SHIFT[int(row["paraphrase"])] if row["model"] == "a" else 0
+            scores = {k: 3 + shift + int(hashlib.md5(f"{k}|{row['row_id']}".encode()).hexdigest()[:4], 16) % 3 - 1
+                      for k in system.leaf_keys()}  # type: ignore[attr-defined]
+            rows.append(jt.judgment(row, system, judge=self.name, judge_key=self.key(system), scores=scores))
+        sink(rows)  # type: ignore[operator]
+
+
+def _judged_run(out: str, paraphrases: int) -> Study:
+    from tests.helpers import evaluate_stored
+    from tests.test_report import _rows
+
+    model = {"source": "org/x", "training": "aligned", "family": "f", "prompting": "chat"}
+    study = Study.model_validate({
+        "name": "para", "models": [{"name": "a", **model}, {"name": "b", **model, "source": "org/y"}],
+        "decoding": [{"name": "t0.7", "temperature": 0.7, "top_p": 0.9, "max_tokens": 16},
+                     {"name": "t1.0", "temperature": 1.0, "top_p": 1.0, "max_tokens": 16}],
+        "samples": 3, "prompts": {"stems": ["s01", "s05", "s13", "s27", "s38", "s44"], "paraphrases": paraphrases},
+        "evaluation": {"systems": ["mft"], "bootstrap_resamples": 50}, "reliability": {"devset": False},
+    })
+    store = RunStore(out)
+    store.write_study(study)
+    store.generation("completion").write(_rows(study, "completion", lambda i, r: ("to be kind to all.", None)))
+    evaluate_stored(study, out, PlantedJudge())
+    return study
+
+
+@pytest.fixture(scope="module")
+def spread_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, str]:
+    from valuelex.quality.stage import ReliabilityStage
+    from valuelex.runner import RunContext, run_stages
+
+    runs = {}
+    for paraphrases in (3, 0):
+        out = str(tmp_path_factory.mktemp(f"para{paraphrases}") / "run")
+        study = _judged_run(out, paraphrases)
+        run_stages(RunContext(study, RunStore(out)), [ReliabilityStage(build_judges=False)])
+        runs[paraphrases] = out
+    return runs
+
+
+def test_the_reliability_stage_writes_the_spread_and_the_report_shows_it(spread_runs: dict[int, str],
+                                                                         tmp_path: Path) -> None:
+    from valuelex.report.stage import build_report
+
+    table = RunStore(spread_runs[3]).quality("paraphrase")
+    assert table is not None and set(table["model"]) == {"a", "b"} and (table["paraphrases"] == 4).all()
+    a, b = table[table["model"] == "a"], table[table["model"] == "b"]
+    shift = np.array(PlantedJudge.SHIFT) / 6  # the planted shift in φ
+    for row in a.to_dict("records"):
+        w = np.array([row[f"w_{k}"] for k in range(4)])
+        assert np.abs((w - w[0]) - shift).max() < 0.08, row["dimension"]  # 36 completions per wording
+        assert abs(row["sd"] - shift.std(ddof=1)) < 0.04 and row["excess_sd"] > 0.15
+    assert b["excess_sd"].max() < 0.06 and b["range"].max() < 0.12
+    assert RunStore(spread_runs[0]).quality("paraphrase") is None  # nothing to spread over: no table
+
+    asked = build_report(spread_runs[3], str(tmp_path / "asked"))
+    html = Path(asked["index"]).read_text()
+    assert "table-paraphrase-mft" in html and "notice-paraphrase-mft" not in html
+    plain = build_report(spread_runs[0], str(tmp_path / "plain"))
+    html = Path(plain["index"]).read_text()
+    assert "table-paraphrase-mft" not in html and "prompts: {paraphrases: 3}" in html
+    assert "notice-paraphrase-mft" not in {n["id"] for n in plain["notices"]}  # info, not a missing part

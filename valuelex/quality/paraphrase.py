@@ -18,6 +18,15 @@ and the table ``quality/paraphrase`` gives, per model x dimension, w_0..w_N and 
   stems: the wording effect on single stems, which averaging over stems in w_k partly cancels.
 
 A score whose ``excess_sd`` is comparable to the differences between models depends on the wording.
+
+The paraphrase variance component (``quality/paraphrase_components``): the G-study of
+`valuelex.quality.gstudy` with the wording as a fourth facet. Wording k of one stem and wording k of
+another are unrelated rewordings, so wordings are nested in stems: the design is
+(m : p x c x (w : s)). Its components are sums of the crossed estimates (Brennan 2001, sec. 3.5: a
+nested effect confounds the crossed main effect with its interaction with the nesting facet):
+σ²(w:s) = σ²_w + σ²_sw, σ²(p x w:s) = σ²_pw + σ²_psw, σ²(c x w:s) = σ²_cw + σ²_scw and
+σ²(p x c x w:s) = σ²_pcw + σ²_pscw, each summed raw and then set to 0 when negative. σ²(p x w:s) is
+the one that ranks models differently by wording: error in a relative comparison of models.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from valuelex.evaluate.systems import ValueSystem
+from valuelex.quality.gstudy import estimate
 
 NO_PARAPHRASES = ("this run asked every stem in its original wording only: set `prompts: {paraphrases: 3}` in the "
                   "study and rerun (only the paraphrase rows are generated) to measure how far each score moves "
@@ -82,3 +92,60 @@ def _one(frame: pd.DataFrame, key: str, wordings: list[int]) -> dict[str, float 
     notice = None if dof > 0 else "M = 1: no cell holds two completions, so the sampling noise is unknown"
     return {**out, "sd": sd, "range": spread_range, "noise_sd": noise, "excess_sd": excess, "stem_sd": stem_sd,
             "notice": notice}
+
+
+NESTED_FACETS = ("model", "stem", "config", "paraphrase")
+
+
+def balanced_wordings(frame: pd.DataFrame, key: str) -> np.ndarray | None:
+    """φ as an array (model, stem, config, wording, sample): stems with a missing cell are dropped and
+    every cell cut to the smallest cell's count; None when nothing balanced is left."""
+    frame = frame[["model", "item_id", "config", "paraphrase", key]].dropna(subset=[key])
+    cells = ["model", "item_id", "config", "paraphrase"]
+    counts = frame.groupby(cells).size()
+    shape = [frame[c].nunique() for c in cells]
+    per_stem = counts.groupby(level="item_id").size()
+    full = per_stem.index[per_stem == shape[0] * shape[2] * shape[3]]
+    frame = frame[frame["item_id"].isin(full)].sort_values(cells)
+    if frame.empty:
+        return None
+    m = int(counts[counts.index.get_level_values("item_id").isin(full)].min())
+    frame = frame[frame.groupby(cells).cumcount() < m]
+    shape[1] = len(full)
+    return frame[key].to_numpy(dtype=float).reshape(*shape, m)
+
+
+def paraphrase_components(values: pd.DataFrame, system: ValueSystem) -> pd.DataFrame:
+    """The ``quality/paraphrase_components`` rows of one system: per dimension, the components of the
+    nested design (module docstring) with their share of the total; empty without paraphrases."""
+    if "paraphrase" not in values or values["paraphrase"].nunique() < 2:
+        return pd.DataFrame()
+    rows = []
+    for dim in system.all_dimensions():
+        y = balanced_wordings(values, dim.key)
+        if y is None:
+            continue
+        g = estimate(y, NESTED_FACETS)
+        nested: dict[str, float] = {}
+        for effect, raw in g.raw.items():
+            label = _nested_label(effect, g.facets, confounded=g.residual is None)
+            nested[label] = nested.get(label, 0.0) + raw
+        if g.residual is not None:
+            nested["residual"] = g.residual
+        total = sum(max(0.0, v) for v in nested.values())
+        for label, raw in nested.items():
+            variance = max(0.0, raw)
+            rows.append({"system": system.name, "dimension": dim.name, "key": dim.key, "facet": label,
+                         "variance": variance, "share": variance / total if total > 0 else np.nan,
+                         "negative": raw < 0, "n_stems": int(y.shape[1]), "n_wordings": int(y.shape[3]),
+                         "samples": int(y.shape[-1]), "notice": "; ".join(g.notices) or None})
+    return pd.DataFrame(rows)
+
+
+def _nested_label(effect: tuple[str, ...], facets: tuple[str, ...], confounded: bool) -> str:
+    """The label of a crossed effect in the nested design: an effect with the wording joins its stem."""
+    if "paraphrase" in effect:
+        effect = (*[f for f in effect if f not in ("paraphrase", "stem")], "paraphrase:stem")
+    name = "×".join(effect)
+    top = len(effect) == len([f for f in facets if f != "stem"]) and "paraphrase:stem" in effect
+    return f"{name},residual" if confounded and top else name

@@ -11,8 +11,9 @@ Runs after evaluation. For every judged value system it reads the judgments that
   on the packaged control completions; and, when the run holds another judge's judgments of the same
   system version, the two judges' agreement and the self-preference of a judge of a model family
   (`valuelex.quality.judges`);
-- ``paraphrase``: the spread of each score across the stems' wordings (`valuelex.quality.paraphrase`),
-  when the study asked paraphrases (``prompts.paraphrases``);
+- ``paraphrase``, ``paraphrase_components``: the spread of each score across the stems' wordings and
+  the wording's variance components (`valuelex.quality.paraphrase`), when the study asked paraphrases
+  (``prompts.paraphrases``);
 - ``devset``: the run's judge on the development set's test half (`valuelex.evaluate.devset`), pooled
   and per dimension, for every judged packaged system (``reliability.devset``; a constructed taxonomy
   has no labels, which the row says).
@@ -38,7 +39,7 @@ from valuelex.evaluate.systems import ValueSystem
 from valuelex.quality.assess import assess
 from valuelex.quality.config import ReliabilitySpec
 from valuelex.quality.judge import agreement, control_errors
-from valuelex.quality.paraphrase import spread, with_paraphrase
+from valuelex.quality.paraphrase import paraphrase_components, spread, with_paraphrase
 from valuelex.quality.verdict import verdicts
 from valuelex.runner import RunContext, StageResult
 
@@ -260,7 +261,9 @@ class ReliabilityStage:
             values = dimension_values(judged, system)
             tables = assess(values, system, resamples=spec.resamples, omega_resamples=spec.omega_resamples,
                             seed=spec.seed)
-            tables["paraphrase"] = spread(with_paraphrase(values, judged, paraphrase_of), system)
+            worded = with_paraphrase(values, judged, paraphrase_of)
+            tables["paraphrase"] = spread(worded, system)
+            tables["paraphrase_components"] = paraphrase_components(worded, system)
             mine = scores[scores["system"] == name] if scores is not None and "system" in scores else pd.DataFrame()
             tables["verdicts"] = verdicts(mine, tables["coefficients"], tables["consistency"]) if len(mine) else \
                 pd.DataFrame()

@@ -159,6 +159,7 @@ def _system_part(section: Section, writer: FigureWriter, system: str, q: dict[st
                     "others, in points."))
     _devset_part(section, system, devset)
     _paraphrase_part(section, system, mine("paraphrase"), paraphrases)
+    _wording_components(section, system, mine("paraphrase_components"))
 
 
 def _paraphrase_part(section: Section, system: str, spread: pd.DataFrame, asked: int) -> None:
@@ -180,6 +181,24 @@ def _paraphrase_part(section: Section, system: str, spread: pd.DataFrame, asked:
                 "SD and range across the wordings; noise SD: what sampling alone would give; excess SD: the part "
                 "of the SD beyond it, the wording's own effect; per-stem SD: the wording effect on single stems.",
         numeric=[False, False, *([True] * (len(wordings) + 5))], collapsed=len(spread) > 40))
+
+
+def _wording_components(section: Section, system: str, comps: pd.DataFrame) -> None:
+    """The wording's share of the variance of φ per dimension (the nested G-study of quality/paraphrase)."""
+    if not len(comps):
+        return
+    labels = ("paraphrase:stem", "model×paraphrase:stem")
+    rows = []
+    for dim, mine in comps.groupby("dimension", sort=False):
+        share = mine.set_index("facet")["share"]
+        rows.append([dim, *(fmt_num(share.get(label)) for label in labels), fmt_num(share.get("model")),
+                     mine["notice"].dropna().iloc[0] if mine["notice"].notna().any() else ""])
+    section.add(TableItem(
+        f"table-paraphrase-components-{slug(system)}", "Prompt sensitivity: the wording's variance components",
+        ["dimension", "wording within stem", "model × wording", "model", "notice"], rows,
+        caption="Shares of the variance of φ in the design samples : model × config × (wording : stem). "
+                "Model × wording is error when models are ranked: models that the wording ranks differently.",
+        numeric=[False, True, True, True, False], collapsed=True))
 
 
 def _check_label(row: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@
     judge_check.json                    judge agreement with human labels
     quality/<check>.json                quality checks of the measurement (e.g. the judge's position bias)
     quality/<table>.parquet             reliability: components, coefficients, dstudy, consistency, judge,
-                                        verdicts, devset, paraphrase (`valuelex.quality`)
+                                        verdicts, devset, paraphrase[_components] (`valuelex.quality`)
     stages/<stage>.json                 what each stage did (written by the runner)
     report/                             the default report folder
     .valuelex.lock                      held while a command writes the run (`valuelex.store.lock`)
@@ -33,7 +33,8 @@ REPORT = "report"
 JUDGMENTS = "judgments"
 COMPARISONS = "comparisons"
 QUALITY = "quality"
-QUALITY_TABLES = ("components", "coefficients", "dstudy", "consistency", "judge", "verdicts", "devset", "paraphrase")
+QUALITY_TABLES = ("components", "coefficients", "dstudy", "consistency", "judge", "verdicts", "devset", "paraphrase",
+                  "paraphrase_components")
 LOCK = ".valuelex.lock"
 GENERATION_TABLES = {"elicitation": "elicitation", "completion": "completions"}
 TAXONOMY_FILE = re.compile(r"^taxonomy(?:-([A-Za-z0-9][A-Za-z0-9_.\-]*))?\.json$")

@@ -306,3 +306,14 @@ def test_the_paraphrase_variance_component_is_recovered() -> None:
     assert abs(mean["model×paraphrase:stem"] - 0.003) < 0.0004
     assert abs(mean["residual"] - 0.01) < 0.0003
     assert mean[["config×paraphrase:stem", "model×config×paraphrase:stem"]].max() < 0.0004  # none planted
+
+
+def test_the_plan_counts_every_wording() -> None:
+    from valuelex.plan import plan
+
+    local = load_study(REPO / "configs" / "local.yaml")
+    document = local.model_dump(mode="json")
+    document["prompts"]["paraphrases"] = 3
+    before, after = plan(local)["stages"]["completion"], plan(Study.model_validate(document))["stages"]["completion"]
+    assert after["grid_rows"] == 4 * before["grid_rows"]
+    assert 3.5 * before["prompt_tokens"] < after["prompt_tokens"] < 5 * before["prompt_tokens"]  # longer wordings

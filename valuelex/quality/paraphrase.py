@@ -26,7 +26,9 @@ another are unrelated rewordings, so wordings are nested in stems: the design is
 nested effect confounds the crossed main effect with its interaction with the nesting facet):
 σ²(w:s) = σ²_w + σ²_sw, σ²(p x w:s) = σ²_pw + σ²_psw, σ²(c x w:s) = σ²_cw + σ²_scw and
 σ²(p x c x w:s) = σ²_pcw + σ²_pscw, each summed raw and then set to 0 when negative. σ²(p x w:s) is
-the one that ranks models differently by wording: error in a relative comparison of models.
+the one that ranks models differently by wording: error in a relative comparison of models. (The
+main G-study, ``quality/components``, pools a cell's wordings into its samples: there the wording
+effect is part of the residual.)
 """
 
 from __future__ import annotations

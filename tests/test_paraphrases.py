@@ -317,3 +317,34 @@ def test_the_plan_counts_every_wording() -> None:
     before, after = plan(local)["stages"]["completion"], plan(Study.model_validate(document))["stages"]["completion"]
     assert after["grid_rows"] == 4 * before["grid_rows"]
     assert 3.5 * before["prompt_tokens"] < after["prompt_tokens"] < 5 * before["prompt_tokens"]  # longer wordings
+
+
+# --- the taxonomy on disjoint prompt subsets ---------------------------------------------------------
+
+
+def _answered(strength: float, seed: int):
+    import pyarrow.compute as pc
+
+    from valuelex.construct.synthetic import synthetic_elicitation
+
+    table = synthetic_elicitation(200, strength=strength, p_mention=0.3, seed=seed)
+    table = table.filter(pc.is_valid(table.column("response")))
+    return table.filter(pc.is_null(table.column("error")))
+
+
+def test_taxonomy_agreement_between_disjoint_prompt_halves() -> None:
+    """A planted 3-factor structure (every prompt elicits it) is found alike from either half of the
+    prompts (ARI 1, the same K); words drawn independently give no taxonomy to agree on (NaN, a notice)."""
+    from valuelex.construct.clustering import load_embedder
+    from valuelex.construct.config import ConstructionSpec
+    from valuelex.construct.prompt_subsets import prompt_subset_agreement
+
+    embedder = load_embedder(None)
+    planted = prompt_subset_agreement(_answered(1.8, 6), ConstructionSpec(seed=6), embedder, splits=3, seed=1)
+    assert len(planted) == 3 and (planted["ari"] > 0.95).all() and (planted["k_a"] == planted["k_b"]).all()
+    assert (planted["n_words"] >= 20).all()
+    pairs = [(set(a.split(",")), set(b.split(","))) for a, b in zip(planted["items_a"], planted["items_b"],
+                                                                     strict=True)]
+    assert all(a | b == {f"q{i:02d}" for i in range(1, 16)} and not a & b for a, b in pairs)
+    noise = prompt_subset_agreement(_answered(0.0, 7), ConstructionSpec(seed=6, k_rule="kaiser"), embedder, splits=2)
+    assert noise["ari"].isna().all() and noise["notice"].notna().all()

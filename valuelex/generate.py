@@ -38,7 +38,7 @@ REQUEST_FIELDS = (
     pa.field("family", pa.string()), pa.field("prompting", pa.string()), pa.field("config", pa.string()),
     pa.field("temperature", pa.float64()), pa.field("top_p", pa.float64()),
     pa.field("max_tokens", pa.int64()), pa.field("item_id", pa.string()), pa.field("sample", pa.int64()),
-    pa.field("seed", pa.int64()), pa.field("prompt", pa.string()),
+    pa.field("seed", pa.int64()), pa.field("prompt", pa.string()), pa.field("paraphrase", pa.int64()),
 )
 RESULT_SCHEMA = pa.schema(REQUEST_FIELDS + RESULT_FIELDS)
 

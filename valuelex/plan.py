@@ -268,8 +268,8 @@ def _summed(rows: list[dict[str, Any]], grid_rows: int, **extra: Any) -> dict[st
 
 
 def _generation(study: Study, stage: Stage, samples: int, figures: Mapping[str, Any]) -> dict[str, Any]:
-    """One request per grid row; tokens from the exact prompts the grid will send."""
-    items = grid.items(study, stage)
+    """One request per grid row; tokens from the exact prompts the grid will send (every wording)."""
+    items = [wording for _, wording in grid.wordings(study, stage)]
     rows = []
     for model in study.models:
         chat = model.prompting == "chat"

@@ -25,10 +25,25 @@ SEED_LIMIT = 2**63  # row seeds mix 8 bytes of the study seed (`grid.row_identit
 
 
 class PromptSelection(Strict):
-    """Which packaged elicitation prompts and completion stems a study uses ('all' or a list of ids)."""
+    """Which packaged elicitation prompts and completion stems a study uses ('all' or a list of ids),
+    and in how many wordings: `paraphrases` N asks each in its original wording and its first N
+    hand-written paraphrases (`valuelex.instruments.paraphrases`; 0, the default, the original only)."""
 
     elicitation: Literal["all"] | list[str] = "all"
     stems: Literal["all"] | list[str] = "all"
+    paraphrases: int = Field(0, ge=0, description="paraphrases per prompt and stem besides the original wording")
+
+    @field_validator("paraphrases", mode="before")
+    @classmethod
+    def _paraphrases_known(cls, value: Any) -> Any:
+        from valuelex.instruments import paraphrase_count
+
+        if isinstance(value, bool):
+            raise ValueError("Input should be a valid integer")
+        if isinstance(value, int) and value > paraphrase_count():
+            raise ValueError(f"at most {paraphrase_count()}: every prompt and stem has {paraphrase_count()} "
+                             "paraphrases (valuelex/data/paraphrases.yaml)")
+        return value
 
     @field_validator("elicitation", "stems")
     @classmethod
@@ -143,6 +158,7 @@ ADDED_LATER: dict[tuple[str, ...], Any] = {
     ("models", "*", "options", "reasoning_budget"): None,
     ("models", "*", "options", "max_tokens"): None,
     ("prices",): {},
+    ("prompts", "paraphrases"): 0,
 }
 """Study fields added after runs were stored, with their defaults (``*``: every item of a list):
 left out of the fingerprint while they hold them, so a study that leaves them alone keeps the

@@ -48,15 +48,20 @@ def schema(system: ValueSystem) -> pa.Schema:
 
 
 @cache
-def _stems() -> dict[str, str]:
-    from valuelex.instruments import completion_stems
+def _stems() -> dict[tuple[str, int], str]:
+    from valuelex.instruments import completion_stems, paraphrases
 
-    return {item.id: item.completion_text for item in completion_stems()}
+    found = {(item.id, 0): item.completion_text for item in completion_stems()}
+    for item_id, wordings in paraphrases("completion").items():
+        found.update({(item_id, k + 1): w.completion_text for k, w in enumerate(wordings)})
+    return found
 
 
-def stem_text(item_id: str, prompt: str | None = None) -> str:
-    """The bare stem of a completion; for an unknown stem id, the prompt the model was given."""
-    return _stems().get(item_id) or (prompt or "")
+def stem_text(item_id: str, prompt: str | None = None, paraphrase: int = 0) -> str:
+    """The bare stem of a completion in the wording it was asked (`paraphrase`, 0: the original); for
+    an unknown stem id, the prompt the model was given."""
+    index = 0 if paraphrase is None or paraphrase != paraphrase else int(paraphrase)  # None or NaN: the original
+    return _stems().get((item_id, index)) or (prompt or "")
 
 
 @dataclass
@@ -98,7 +103,8 @@ def judgment(
         raise ValueError(f"scores must cover exactly {system.leaf_keys()}, got {sorted(scores)}")
     row = {f.name: completion.get(f.name) for f in BASE_FIELDS[:8]}
     row.update(
-        stem=completion.get("stem") or stem_text(completion.get("item_id", ""), completion.get("prompt")),
+        stem=completion.get("stem") or stem_text(completion.get("item_id", ""), completion.get("prompt"),
+                                                    completion.get("paraphrase")),
         response=completion.get("response"), system=system.name, judge=judge, judge_key=judge_key,
         valid=valid, invalid_reason=None if valid else (reason or "no scores"), attempts=attempts,
         rationale=rationale, judge_response=judge_response,

@@ -13,6 +13,9 @@ Runs after evaluation. For every judged value system it reads the judgments that
   on the packaged control completions; and, when the run holds another judge's judgments of the same
   system version, the two judges' agreement and the self-preference of a judge of a model family
   (`valuelex.quality.judges`);
+- ``paraphrase``, ``paraphrase_components``: the spread of each score across the stems' wordings and
+  the wording's variance components (`valuelex.quality.paraphrase`), when the study asked paraphrases
+  (``prompts.paraphrases``);
 - ``devset``: the run's judge on the development set's test half (`valuelex.evaluate.devset`), pooled
   and per dimension, for every judged packaged system (``reliability.devset``; a constructed taxonomy
   has no labels, which the row says).
@@ -39,6 +42,7 @@ from valuelex.quality.assess import assess
 from valuelex.quality.config import ReliabilitySpec
 from valuelex.quality.judge import agreement, control_errors
 from valuelex.quality.mtmm import mtmm
+from valuelex.quality.paraphrase import paraphrase_components, spread, with_paraphrase
 from valuelex.quality.verdict import verdicts
 from valuelex.runner import RunContext, StageResult
 
@@ -172,6 +176,15 @@ def devset_rows(judge: Any, system: ValueSystem) -> list[dict[str, Any]]:
             for scope, dim, m in parts]
 
 
+def paraphrases_of(store: Any, study: Study | None) -> dict[str, int]:
+    """row_id -> paraphrase index of the completions that count (empty when none was asked)."""
+    table = store.current_rows("completion", study)
+    if table is None or "paraphrase" not in table.column_names:
+        return {}
+    found = dict(zip(table.column("row_id").to_pylist(), table.column("paraphrase").to_pylist(), strict=True))
+    return {row: int(k) for row, k in found.items() if k}
+
+
 def _system(store: Any, study: Study | None, name: str) -> ValueSystem | None:
     """A judged system by name: packaged, a taxonomy of the run, or a file the study names."""
     from valuelex.compare.load import resolve_system
@@ -243,6 +256,7 @@ class ReliabilityStage:
 
             raise StudyError(f"--system: {', '.join(map(repr, unknown))} not judged in {store.uri} "
                              f"(judged: {', '.join(judged_names) or 'none'})")
+        paraphrase_of = paraphrases_of(store, ctx.study)
         for name in self.system_names or judged_names:
             system = _system(store, ctx.study, name)
             if system is None:
@@ -254,6 +268,9 @@ class ReliabilityStage:
             leaves[name] = [(leaf.key, leaf.name) for leaf in system.leaves()]
             tables = assess(values, system, resamples=spec.resamples, omega_resamples=spec.omega_resamples,
                             seed=spec.seed)
+            worded = with_paraphrase(values, judged, paraphrase_of)
+            tables["paraphrase"] = spread(worded, system)
+            tables["paraphrase_components"] = paraphrase_components(worded, system)
             mine = scores[scores["system"] == name] if scores is not None and "system" in scores else pd.DataFrame()
             tables["verdicts"] = verdicts(mine, tables["coefficients"], tables["consistency"]) if len(mine) else \
                 pd.DataFrame()

@@ -4,9 +4,11 @@ Per value system: a model x dimension table with the score, its CI and the verdi
 doubtful / unreliable; the reasons in a table one click below), the variance components as a
 stacked bar per dimension (``fig-variance-<system>``), the D-study curves, G against samples M and
 against stems (``fig-dstudy-<system>``), and the tables of G / Phi with what the D-study asks for,
-internal consistency, and the judge. A figure that cannot be computed shows as a notice that says
-what is missing and what would make it computable, never as a NaN. Without ``quality/`` (the stage
-did not run) the section is a notice: ``valuelex reliability RUN`` makes it.
+internal consistency, the judge, and the spread of each score across the stems' wordings
+(``quality/paraphrase``; an info notice says how to get it when the study asked no paraphrases). A
+figure that cannot be computed shows as a notice that says what is missing and what would make it
+computable, never as a NaN. Without ``quality/`` (the stage did not run) the section is a notice:
+``valuelex reliability RUN`` makes it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import NullLocator
 
+from valuelex.quality.paraphrase import NO_PARAPHRASES
 from valuelex.report.figures import (
     FigureWriter,
     Notice,
@@ -33,7 +36,8 @@ from valuelex.report.figures import (
 from valuelex.report.load import RunData
 
 TITLE = "Can these scores be trusted?"
-RELIABILITY_TABLES = ("components", "coefficients", "dstudy", "consistency", "judge", "verdicts", "devset")  # mtmm: validity
+RELIABILITY_TABLES = ("components", "coefficients", "dstudy", "consistency", "judge", "verdicts", "devset",
+                      "paraphrase", "paraphrase_components")  # mtmm: the validity section
 COMPONENT_ORDER = ("model", "model×stem", "model×config", "model×stem×config", "model×stem×config,residual",
                    "stem", "config", "stem×config", "residual")
 
@@ -84,7 +88,8 @@ def dstudy_figure(dstudy: pd.DataFrame) -> tuple[Any, str]:
                  "run's design.")
 
 
-def _system_part(section: Section, writer: FigureWriter, system: str, q: dict[str, pd.DataFrame]) -> None:
+def _system_part(section: Section, writer: FigureWriter, system: str, q: dict[str, pd.DataFrame],
+                 paraphrases: int = 0) -> None:
     def mine(name: str) -> pd.DataFrame:
         frame = q.get(name)
         return frame[frame["system"] == system] if frame is not None and "system" in frame else pd.DataFrame()
@@ -155,6 +160,47 @@ def _system_part(section: Section, writer: FigureWriter, system: str, q: dict[st
                     "self-preference: how much more a judge favours respondents of its own model family than "
                     "others, in points."))
     _devset_part(section, system, devset)
+    _paraphrase_part(section, system, mine("paraphrase"), paraphrases)
+    _wording_components(section, system, mine("paraphrase_components"))
+
+
+def _paraphrase_part(section: Section, system: str, spread: pd.DataFrame, asked: int) -> None:
+    """Prompt sensitivity: each score per wording of the stems, and how far the wordings move it."""
+    if not len(spread):
+        text = (f"{system}: the study asked {asked} paraphrase(s) but the reliability stage has not measured their "
+                "spread: rerun `valuelex reliability RUN`." if asked else f"{system}: {NO_PARAPHRASES}.")
+        section.add(Notice(text, "info" if not asked else "missing", id=f"notice-paraphrase-{slug(system)}"))
+        return
+    wordings = sorted(int(c.removeprefix("w_")) for c in spread.columns if c.startswith("w_") and c[2:].isdigit())
+    section.add(TableItem(
+        f"table-paraphrase-{slug(system)}", "Prompt sensitivity: the score per wording of the stems",
+        ["model", "dimension", *(f"w{k}" if k else "w0 (original)" for k in wordings), "SD", "range", "noise SD",
+         "excess SD", "per-stem SD"],
+        [[r["model"], r["dimension"], *(fmt_num(r.get(f"w_{k}")) for k in wordings), fmt_num(r["sd"]),
+          fmt_num(r["range"]), fmt_num(r["noise_sd"]), fmt_num(r["excess_sd"]), fmt_num(r["stem_sd"])]
+         for r in spread.to_dict("records")],
+        caption="w_k: Eq. 4 on the stems asked in wording k (0 the original, k >= 1 the packaged paraphrases). "
+                "SD and range across the wordings; noise SD: what sampling alone would give; excess SD: the part "
+                "of the SD beyond it, the wording's own effect; per-stem SD: the wording effect on single stems.",
+        numeric=[False, False, *([True] * (len(wordings) + 5))], collapsed=len(spread) > 40))
+
+
+def _wording_components(section: Section, system: str, comps: pd.DataFrame) -> None:
+    """The wording's share of the variance of φ per dimension (the nested G-study of quality/paraphrase)."""
+    if not len(comps):
+        return
+    labels = ("paraphrase:stem", "model×paraphrase:stem")
+    rows = []
+    for dim, mine in comps.groupby("dimension", sort=False):
+        share = mine.set_index("facet")["share"]
+        rows.append([dim, *(fmt_num(share.get(label)) for label in labels), fmt_num(share.get("model")),
+                     mine["notice"].dropna().iloc[0] if mine["notice"].notna().any() else ""])
+    section.add(TableItem(
+        f"table-paraphrase-components-{slug(system)}", "Prompt sensitivity: the wording's variance components",
+        ["dimension", "wording within stem", "model × wording", "model", "notice"], rows,
+        caption="Shares of the variance of φ in the design samples : model × config × (wording : stem). "
+                "Model × wording is error when models are ranked: models that the wording ranks differently.",
+        numeric=[False, True, True, True, False], collapsed=True))
 
 
 def _check_label(row: dict[str, Any]) -> str:
@@ -205,8 +251,9 @@ def reliability_section(data: RunData, writer: FigureWriter) -> Section:
     systems = sorted({str(s) for frame in q.values() if "system" in frame for s in frame["system"].dropna()})
     section.add(Text("How far each score can be trusted: how much of its variance is the model (generalizability "
                      "theory), how consistent the stems are, and how consistent the judge is."))
+    paraphrases = int(((data.study or {}).get("prompts") or {}).get("paraphrases") or 0)
     for system in systems:
-        _system_part(section, writer, system, q)
+        _system_part(section, writer, system, q, paraphrases)
     if any(name not in q for name in ("verdicts", "coefficients", "consistency")):
         section.status = "partial"
     return section

@@ -11,7 +11,7 @@
     judge_check.json                    judge agreement with human labels
     quality/<check>.json                quality checks of the measurement (e.g. the judge's position bias)
     quality/<table>.parquet             reliability: components, coefficients, dstudy, consistency, judge,
-                                        verdicts, devset (`valuelex.quality`)
+                                        verdicts, devset, paraphrase[_components] (`valuelex.quality`)
     stages/<stage>.json                 what each stage did (written by the runner)
     logs/<stage>.log                    the stage's own and its libraries' output (`valuelex.console`)
     report/                             the default report folder
@@ -36,7 +36,7 @@ JUDGMENTS = "judgments"
 COMPARISONS = "comparisons"
 QUALITY = "quality"
 RELIABILITY_TABLES = ("components", "coefficients", "dstudy", "consistency", "judge", "verdicts", "devset", "mtmm",
-                      "mtmm_summary")
+                      "mtmm_summary", "paraphrase", "paraphrase_components")
 """quality/ tables of the reliability stage; construction adds taxonomy_*, evaluation response_bias."""
 QUALITY_TABLES = (*RELIABILITY_TABLES, "taxonomy_validity", "taxonomy_kmo", "taxonomy_replication", "response_bias")
 LOCK = ".valuelex.lock"

@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
 WORD_SHARD_ROWS = 1_000_000
 COMPLETION_COLUMNS = ("row_id", "model", "training", "size_b", "family", "config", "item_id", "sample",
-                      "prompt", "response", "error", "reasoning")
+                      "prompt", "response", "error", "reasoning", "paraphrase")
 
 
 @dataclass(frozen=True)
@@ -252,7 +252,9 @@ class RunStore:
                 frame[name] = None
         keep = frame["error"].isna() & _below(frame, max_samples)
         frame = frame[keep].copy()
-        frame["stem"] = [stem_text(i, p) for i, p in zip(frame["item_id"], frame["prompt"], strict=True)]
+        frame["paraphrase"] = frame["paraphrase"].fillna(0).astype("int64")  # rows stored before paraphrases: 0
+        frame["stem"] = [stem_text(i, p, k) for i, p, k in
+                         zip(frame["item_id"], frame["prompt"], frame["paraphrase"], strict=True)]
         return frame.reset_index(drop=True)
 
     # --- judgments --------------------------------------------------------------------------------

@@ -265,7 +265,7 @@ def test_two_judges_agreement_and_planted_self_preference(tmp_path: Path) -> Non
     from valuelex.evaluate.systems import load_value_system
 
     out = str(tmp_path / "two")
-    study = Study.model_validate(study_dict(stems=["s01", "s13", "s38"], systems=("mft",)))
+    study = Study.model_validate(study_dict(systems=("mft",)) | {"samples": 4})
     write_run(out, study)
     families = {m.name: m.family for m in study.models}
 
@@ -292,3 +292,7 @@ def test_two_judges_agreement_and_planted_self_preference(tmp_path: Path) -> Non
     assert other["difference"] == pytest.approx(-llama_share)  # keyword minus the lifted judge
     assert 0 < other["krippendorff_alpha"] < 1 and other["exact"] == pytest.approx(1 - llama_share)
     assert pref["difference"] == pytest.approx(1.0) and "'llama2'" in pref["notice"]
+    facet = store.quality("judge").query("check == 'judge facet'")
+    assert len(facet) == len(load_value_system("mft").all_dimensions())
+    assert facet["judge_share"].between(0, 1, inclusive="neither").all(), facet["notice"].tolist()
+    assert (facet["G_both"] >= facet["G"] - 1e-12).all()

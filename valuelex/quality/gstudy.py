@@ -238,3 +238,72 @@ def balanced(values: pd.DataFrame, column: str) -> tuple[np.ndarray | None, dict
         notices.append(f"balanced design: {dropped['stems']} stem(s) without a value in every cell and "
                        f"{dropped['values']} value(s) beyond {n_m} per cell left out")
     return y, dropped, notices
+
+
+JUDGED_FACETS = ("model", "stem", "config", "sample", "judge")
+"""The design with a judge facet: every completion (sample m of cell p, s, c) scored by every judge j."""
+
+
+@dataclass
+class JudgeGStudy:
+    """Variance components of the (m:p×s×c)×j design: samples nested in cells, judges crossed with all.
+
+    `components` maps a label to σ²: the crossed effects of model, stem, config and judge, and the
+    two nested ones ``sample:model×stem×config`` and ``judge×sample:model×stem×config`` (the latter
+    confounded with the residual: one score per completion and judge).
+    """
+
+    sizes: dict[str, int]
+    components: dict[str, float]
+    n_negative: int
+
+    def judge_share(self) -> float:
+        """The share of the total variance in components that involve the judge."""
+        total = sum(self.components.values())
+        return sum(v for k, v in self.components.items() if "judge" in k) / total if total > 0 else float("nan")
+
+    def coefficients(self, judges: float = 1.0) -> tuple[float, float]:
+        """(G, Phi) of a model's mean over the run's stems, configs and samples, scored by `judges` judges."""
+        n = {**{f: float(v) for f, v in self.sizes.items()}, "judge": float(judges)}
+        var_p = self.components.get("model", 0.0)
+        rel = abs_only = 0.0
+        for label, var in self.components.items():
+            if label == "model":
+                continue
+            if ":" in label:  # nested in model×stem×config: relative error, over every facet it involves
+                facets = ["stem", "config", "sample"] + (["judge"] if label.startswith("judge") else [])
+                rel += var / np.prod([n[f] for f in facets])
+                continue
+            effect = label.split("×")
+            divisor = float(np.prod([n[f] for f in effect if f != "model"]))
+            if "model" in effect:
+                rel += var / divisor
+            else:
+                abs_only += var / divisor
+        if var_p + rel <= 0:
+            return float("nan"), float("nan")
+        return var_p / (var_p + rel), var_p / (var_p + rel + abs_only)
+
+
+def estimate_with_judges(y: np.ndarray) -> JudgeGStudy:
+    """Components of the (m:p×s×c)×j design from y of shape (models, stems, configs, samples, judges).
+
+    Estimated as the fully crossed p×s×c×m×j design (one score per cell, `anova_components`), then
+    the crossed effects that contain the sample index are summed into the nested ones (Brennan 2001,
+    sec. 3.4: a nested component is the sum of the crossed components it confounds):
+    σ²(m:psc) = Σ σ²_α over α ∋ m, j ∉ α, and σ²(jm:psc) = Σ σ²_α over α ∋ m, j. Sums are taken of
+    the raw estimates, then negatives set to 0 and counted.
+    """
+    if y.ndim != 5 or min(y.shape) < 2:
+        raise ValueError(f"a judge G-study needs 2 or more of every facet, got shape {y.shape}")
+    raw, _ = anova_components(y[..., None], JUDGED_FACETS)
+    grouped: dict[str, float] = {}
+    for effect, value in raw.items():
+        if "sample" in effect:
+            label = "judge×sample:model×stem×config" if "judge" in effect else "sample:model×stem×config"
+        else:
+            label = "×".join(effect)
+        grouped[label] = grouped.get(label, 0.0) + float(value)
+    negative = sum(v < 0 for v in grouped.values())
+    return JudgeGStudy({f: int(s) for f, s in zip(JUDGED_FACETS, y.shape, strict=True)},
+                       {k: max(0.0, v) for k, v in grouped.items()}, negative)

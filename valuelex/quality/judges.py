@@ -17,6 +17,10 @@ judge whose key belongs to the same version of the system (the same fingerprint)
   term removes that). Undefined (a notice) without a respondent of the judge's family, or of
   another family.
 
+- the judge as a facet of the G-study (`valuelex.quality.gstudy.estimate_with_judges`), per
+  dimension, on the completions both judged: the judges' share of the score variance, and G / Phi
+  of a model's score from one judge against those from both.
+
 Pure functions of stored judgments; the reliability stage feeds them (`valuelex.quality.stage`).
 """
 
@@ -28,7 +32,9 @@ import numpy as np
 import pandas as pd
 
 from valuelex.evaluate.judgments import score_column
+from valuelex.evaluate.scores import dimension_values
 from valuelex.evaluate.systems import ValueSystem
+from valuelex.quality import gstudy
 from valuelex.quality.judge import agreement
 
 if TYPE_CHECKING:
@@ -97,3 +103,32 @@ def _self_preference(paired: pd.DataFrame, diff: np.ndarray, family: str | None,
     return {**empty, "n": len(paired), "difference": value,
             "notice": f"family {own!r}: {len(same)} own and {len(rest)} other respondent model(s); points on the "
                       f"0-6 scale, positive = the {own} judge favours its own family"}
+
+
+def judge_facet_rows(counted: pd.DataFrame, other: pd.DataFrame, system: ValueSystem, *, judge: str,
+                     other_judge: str) -> list[dict[str, Any]]:
+    """One ``judge facet`` row per dimension: judge share, G / Phi with one judge and with both."""
+    columns = [score_column(k) for k in system.leaf_keys()]
+    both = counted[counted["valid"].astype(bool)].merge(
+        other[other["valid"].astype(bool)][["row_id", *columns]], on="row_id", suffixes=("", "_other"))
+    mine = dimension_values(both, system)
+    theirs = dimension_values(both.drop(columns=columns).rename(columns={c + "_other": c for c in columns}), system)
+    base = {"system": system.name, "judge": judge, "other_judge": other_judge, "check": "judge facet"}
+    rows = []
+    for dim in system.all_dimensions():
+        cells = mine[["model", "item_id", "config", "sample"]]
+        y_a = gstudy.balanced(cells.assign(v=mine[dim.key]), "v")[0] if len(cells) else None
+        y_b = gstudy.balanced(cells.assign(v=theirs[dim.key]), "v")[0] if len(cells) else None
+        row: dict[str, Any] = {**base, "dimension": dim.name, "n": len(both), "judge_share": np.nan,
+                               "G": np.nan, "Phi": np.nan, "G_both": np.nan, "notice": None}
+        if y_a is None or y_b is None or y_a.shape != y_b.shape or min(y_a.shape) < 2:
+            shape = "no completion" if y_a is None else "x".join(map(str, y_a.shape))
+            row["notice"] = (f"the judge facet needs 2 or more models, stems, configs and samples judged by both "
+                             f"judges (balanced design here: {shape})")
+        else:
+            g = gstudy.estimate_with_judges(np.stack([y_a, y_b], axis=-1))
+            (big_g, phi), g_both = g.coefficients(1), g.coefficients(2)[0]
+            row.update(judge_share=g.judge_share(), G=big_g, Phi=phi, G_both=g_both,
+                       notice=f"{g.n_negative} negative estimate(s) set to 0" if g.n_negative else None)
+        rows.append(row)
+    return rows

@@ -136,7 +136,7 @@ def _judge_rows(judged: pd.DataFrame, system: ValueSystem, spec: ReliabilitySpec
 
 def other_judge_rows(store: Any, study: Study | None, system: ValueSystem, judged: pd.DataFrame) -> list[dict]:
     """`between_judges` rows of the counted judge against every other judge of this system version."""
-    from valuelex.quality.judges import between_judges, judge_family
+    from valuelex.quality.judges import between_judges, judge_facet_rows, judge_family
 
     if not len(judged):
         return []
@@ -150,6 +150,7 @@ def other_judge_rows(store: Any, study: Study | None, system: ValueSystem, judge
         rows += between_judges(judged, theirs, system, judge=judge, other_judge=str(other.judge),
                                family=judge_family(study, judge), other_family=judge_family(study, str(other.judge)),
                                families=families)
+        rows += judge_facet_rows(judged, theirs, system, judge=judge, other_judge=str(other.judge))
     return rows
 
 

@@ -145,6 +145,21 @@ def _system_part(section: Section, writer: FigureWriter, system: str, q: dict[st
               "under 0.7" if r["flag"] else "", r.get("notice") or ""] for r in consistency.to_dict("records")],
             caption="Stems are the items. Split-half: odd vs even samples, Spearman-Brown corrected; Kendall's W: "
                     "agreement of the decoding configs' rankings of the models."))
+    facet = judge[judge["check"] == "judge facet"] if len(judge) else judge
+    judge = judge[judge["check"] != "judge facet"] if len(judge) else judge
+    if len(facet):
+        section.add(TableItem(
+            f"table-judge-facet-{slug(system)}", "The judge as a facet of the G-study",
+            ["dimension", "other judge", "judge share", "G (one judge)", "Phi (one judge)", "G (both judges)",
+             "notice"],
+            [[r["dimension"], r["other_judge"], fmt_num(r.get("judge_share")), fmt_num(r.get("G")),
+              fmt_num(r.get("Phi")), fmt_num(r.get("G_both")), r.get("notice") or ""]
+             for r in facet.to_dict("records")],
+            caption="Completions scored by two judges: the (sample : model × stem × config) × judge design. Judge "
+                    "share: the part of the score variance that is the judge's (its leniency, its interaction "
+                    "with models, its disagreement on single completions); G with one judge is what a run with "
+                    "one of them can claim.",
+            numeric=[False, False, True, True, True, True, False]))
     if len(judge):
         cols = ["check", "n", "Krippendorff's alpha (ordinal)", "QWK", "error off-topic", "error aligned",
                 "error conflicting", "difference", "notice"]

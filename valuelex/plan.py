@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -284,6 +284,38 @@ def _generation(study: Study, stage: Stage, samples: int, figures: Mapping[str, 
         row["reasoning_tokens"] = sum(thought for _, thought in per_item) * len(items) * samples
         rows.append(row)
     return _summed(rows, grid.count(study, stage, samples=samples), samples=samples)
+
+
+def generation_estimate(study: Study, stage: Stage, model: ModelSpec,
+                        figures: Mapping[str, Any] | None = None) -> Callable[[dict[str, Any]], tuple[float, float]]:
+    """(prompt, completion) tokens one request row of a generation stage is expected to cost, as the
+    plan counts them (`valuelex.budget` checks caps with it): the prompt's own tokens, and
+    min(request limit, config max_tokens x fill + reasoning_budget)."""
+    figures = figures or load_throughput()
+    chat = model.prompting == "chat"
+    fill = float(figures["fill_fraction"][model.prompting][stage])
+    configs = {c.name: c.max_tokens for c in study.decoding}
+    budget = model.options.reasoning_budget or 0
+
+    def estimate(row: dict[str, Any]) -> tuple[float, float]:
+        limit = int(row["max_tokens"])
+        return (float(prompt_tokens(row["prompt"], figures, chat)),
+                float(min(limit, configs.get(row["config"], limit) * fill + budget)))
+
+    return estimate
+
+
+def judge_estimate(spec: Any, judge: ModelSpec,
+                   figures: Mapping[str, Any] | None = None) -> Callable[[dict[str, Any]], tuple[float, float]]:
+    """(prompt, completion) tokens of one judge request row, as `_judging` counts them."""
+    figures = figures or load_throughput()
+    chat = judge.prompting == "chat"
+    expected = spec.judge_max_tokens * float(figures["judge_fill_fraction"]) + (judge.options.reasoning_budget or 0)
+
+    def estimate(row: dict[str, Any]) -> tuple[float, float]:
+        return float(prompt_tokens(row["prompt"], figures, chat)), float(min(int(row["max_tokens"]), expected))
+
+    return estimate
 
 
 def _judging(study: Study, completion: dict[str, Any], figures: Mapping[str, Any], notes: list[str]) -> dict[str, Any]:

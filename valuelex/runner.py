@@ -102,6 +102,9 @@ def prepare(study: Study, store: RunStore, stages: Sequence[Stage], *, require_g
     require_gpu = require_gpu or require_gpu_from_env()
     check_output(study, store, allow_changes=allow_changes)
     check_stage_systems(stages)
+    from valuelex.budget import check_budget
+
+    check_budget(study)
     use_gpu = waves = None
     if any(stage.uses_engines(study) for stage in stages):
         from valuelex.placement import check_placement, cluster_nodes, models_to_place, schedule

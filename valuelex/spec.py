@@ -50,6 +50,25 @@ class Price(Strict):
     cached: float | None = Field(None, ge=0, le=1e6, allow_inf_nan=False)
 
 
+class Cap(Strict):
+    """A spending cap: USD (API list prices, `valuelex.cost`) and/or tokens (prompt + completion)."""
+
+    max_usd: float | None = Field(None, gt=0, le=1e9, allow_inf_nan=False)
+    max_tokens: int | None = Field(None, ge=1, le=10**15)
+
+
+BUDGET_STAGES = ("elicitation", "completion", "judging")
+
+
+class Budget(Cap):
+    """Caps on what a run may spend: for the whole output (every stage, every run) and per stage.
+
+    Checked before each block of requests is sent (`valuelex.budget`); a run stops (exit code 2)
+    before a block whose estimated cost would cross a cap, keeping every finished row."""
+
+    stages: dict[Literal["elicitation", "completion", "judging"], Cap] = Field(default_factory=dict)
+
+
 class Study(Strict):
     """A whole study: respondents, instruments, sampling, output."""
 
@@ -68,6 +87,7 @@ class Study(Strict):
     reliability: ReliabilitySpec = Field(default_factory=ReliabilitySpec)
     prices: dict[str, Price] = Field(default_factory=dict,
                                      description="API model id -> USD per 1M tokens, over the packaged table")
+    budget: Budget = Field(default_factory=Budget)
 
     @field_validator("version", mode="before")
     @classmethod
@@ -143,6 +163,7 @@ ADDED_LATER: dict[tuple[str, ...], Any] = {
     ("models", "*", "options", "reasoning_budget"): None,
     ("models", "*", "options", "max_tokens"): None,
     ("prices",): {},
+    ("budget",): {"max_usd": None, "max_tokens": None, "stages": {}},
 }
 """Study fields added after runs were stored, with their defaults (``*``: every item of a list):
 left out of the fingerprint while they hold them, so a study that leaves them alone keeps the

@@ -171,6 +171,12 @@ def evaluate(ctx: RunContext, systems: list[ValueSystem], judge: Any, *, generat
         report = generate_missing(ctx, "completion", samples)
         completion.merge(report)
         log.info("completion stage: %s rows generated, %s failed", report.generated_rows, report.failed_rows)
+        if report.ledger is not None and report.ledger.stopped:  # a budget cap: recorded, exit 2
+            from valuelex.budget import BudgetReached
+
+            part = {"started": completion_started, **completion.summary()}
+            raise BudgetReached(report.ledger.message(),
+                                StageResult({"study": study.name, "out": store.uri}, {"completion": part}))
         if failure := completion.failure():  # no completion of any round succeeded: recorded, and exit non-zero
             part = {"started": completion_started, **completion.summary()}
             raise StageFailed(failure, StageResult({"study": study.name, "out": store.uri}, {"completion": part}))

@@ -12,11 +12,16 @@ import yaml
 from typer.testing import CliRunner
 
 from tests.fault_server import FaultServer
-from tests.helpers import study_dict
+from tests.helpers import evaluate, study_dict
 from valuelex import grid
+from valuelex.budget import BudgetReached
 from valuelex.cli import app
 from valuelex.errors import StudyError
-from valuelex.plan import generation_estimate
+from valuelex.evaluate.llm_judge import build_prompt, load_examples, prefix_for, rotated_prefixes
+from valuelex.evaluate.systems import load_value_system
+from valuelex.plan import generation_estimate, judge_estimate
+from valuelex.report.facts import facts_section
+from valuelex.report.load import load_run
 from valuelex.spec import Study, fingerprint_of
 from valuelex.store import OutputRoot, RunStore
 
@@ -84,6 +89,10 @@ def test_a_capped_run_stops_before_the_cap_and_a_higher_cap_finishes_the_rest(
         assert record["spent"]["this_run"]["tokens"] == billed
         assert record["spent"]["output"]["usd"] == pytest.approx(billed * PRICE / 1e6)
         kept = set(table["row_id"].to_pylist())
+        facts = facts_section(load_run(str(out)))
+        (spending,) = [i for i in facts.items if getattr(i, "id", "") == "table-spending"]
+        assert spending.rows[0][0] == "elicitation" and spending.rows[0][1] == f"{billed:,}"
+        assert spending.rows[0][5].startswith(f"budget.{unit}")
 
         higher = {unit: cap[unit] * 10}
         second = _elicit(tmp_path, _study(server, higher), out)
@@ -124,3 +133,68 @@ def test_a_usd_cap_needs_a_price_and_budget_defaults_keep_fingerprints(tmp_path:
         dumped = plain.model_dump(mode="json")
         assert plain.fingerprint() == fingerprint_of({k: v for k, v in dumped.items() if k != "budget"})
         assert Study.model_validate(_study(server, {"max_tokens": 5})).fingerprint() != plain.fingerprint()
+
+
+def _judge_reply(prompt: str) -> str:
+    if "Completion:" not in prompt:
+        return "I value kindness and honesty."
+    keys = load_value_system("mft").leaf_keys()
+    return '{"rationale": "kind", "scores": {' + ", ".join(f'"{k}": 1' for k in keys) + "}}"
+
+
+def test_the_llm_judge_stops_at_its_stage_cap_and_a_rerun_judges_the_rest(tmp_path: Path, ray_local: None) -> None:
+    out = str(tmp_path / "out")
+    with FaultServer(respond=_judge_reply) as server:
+        document = _study(server)
+        document["models"][0]["options"]["max_retries"] = 0
+        document.update(
+            samples=2,
+            prompts={"elicitation": ["q01"], "stems": ["s01", "s02"]},
+            evaluation={
+                "judge": "llm",
+                "judge_model": "api",
+                "systems": ["mft"],
+                "bootstrap_resamples": 50,
+                "max_judge_retries": 0,
+            },
+        )
+
+        def run(judging: dict | None) -> Exception | None:
+            study = Study.model_validate({**document, "budget": {"stages": {"judging": judging}} if judging else {}})
+            try:
+                evaluate(study, out)
+            except BudgetReached as exc:
+                return exc
+            return None
+
+        stopped = run({"max_tokens": 1})  # the completions are generated (no cap), no judge request is sent
+        assert isinstance(stopped, BudgetReached) and "budget.stages.judging.max_tokens" in str(stopped)
+        assert not [p for p in server.prompts if "Completion:" in p]
+        study = Study.model_validate(document)
+        completions = RunStore(out).completions(study)
+        assert len(completions) == 4
+        system = load_value_system("mft")
+        prefixes = rotated_prefixes(system, load_examples(system))
+        estimate = judge_estimate(study.evaluation, study.models[0])
+        costs = [
+            sum(
+                estimate(
+                    {
+                        "prompt": build_prompt(prefix_for(prefixes, c["row_id"]), c["stem"], c["response"]),
+                        "max_tokens": study.evaluation.judge_max_tokens,
+                    }
+                )
+            )
+            for c in completions.to_dict("records")
+        ]
+        stopped = run({"max_tokens": int(sum(costs) * 3 / 4)})  # one block of two fits, the second does not
+        assert isinstance(stopped, BudgetReached) and "2 requests not sent" in str(stopped)
+        judged = [p for p in server.prompts if "Completion:" in p]
+        assert len(judged) == 2
+        record = RunStore(out).stage_record("evaluation")
+        assert record["budget_reached"].startswith("budget.stages.judging.max_tokens")
+        assert record["spent"]["this_run"]["tokens"] > 0
+        assert run(None) is None  # no cap: the other two are judged, nothing twice
+        judged = [p for p in server.prompts if "Completion:" in p]
+        assert len(judged) == 4 and len(set(judged)) == 4
+        assert RunStore(out).scores() is not None

@@ -198,6 +198,6 @@ def run_stages(ctx: RunContext, stages: Sequence[Stage]) -> dict[str, StageResul
         summary = result.summary if failure is None else {**result.summary, "failed": redact(str(failure))}
         ctx.store.write_stage_record(stage.name, stage_record(stage.name, started, summary))
         if failure is not None:
-            raise StageFailed(str(redact(str(failure))), result) from None
+            raise type(failure)(str(redact(str(failure))), result) from None  # BudgetReached stays itself
         results[stage.name] = result
     return results

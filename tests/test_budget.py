@@ -127,8 +127,12 @@ def test_a_usd_cap_needs_a_price_and_budget_defaults_keep_fingerprints(tmp_path:
     with FaultServer() as server:
         document = _study(server, {"max_usd": 1.0})
         document["prices"] = {}
-        with pytest.raises(StudyError, match=r"budget: max_usd: model api .*has no price"):
+        with pytest.raises(StudyError, match=r"study: budget.max_usd: model api .*has no price"):
             check_budget(Study.model_validate(document))
+        path = tmp_path / "unpriced.yaml"
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+        result = CliRunner().invoke(app, ["validate", str(path)])
+        assert result.exit_code == 2 and f"{path}: budget.max_usd: model api" in result.output
         plain = Study.model_validate(_study(server))
         dumped = plain.model_dump(mode="json")
         assert plain.fingerprint() == fingerprint_of({k: v for k, v in dumped.items() if k != "budget"})

@@ -41,8 +41,9 @@ class BudgetReached(StageFailed):
     """A stage stopped before a block that would cross a cap; what it finished is stored and recorded."""
 
 
-def check_budget(study: Study) -> None:
-    """A USD cap needs a price for every API model it covers: refuse an unpriced one before anything runs."""
+def check_budget(study: Study, source: str = "study") -> None:
+    """A USD cap needs a price for every API model it covers: refuse an unpriced one before anything runs
+    (`source` names the study file in the error)."""
     from valuelex.cost import load_prices
 
     budget = study.budget
@@ -53,7 +54,7 @@ def check_budget(study: Study) -> None:
     for model in [*study.models, *([judge] if judge is not None else [])]:
         if model.engine != "vllm" and model.source not in prices["models"]:
             raise StudyError(
-                f"budget: max_usd: model {model.name} (source {model.source!r}) has no price: "
+                f"{source}: budget.max_usd: model {model.name} (source {model.source!r}) has no price: "
                 f"add it under prices: (input/output USD per 1M tokens) or cap max_tokens instead"
             )
 

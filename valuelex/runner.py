@@ -104,7 +104,7 @@ def prepare(study: Study, store: RunStore, stages: Sequence[Stage], *, require_g
     check_stage_systems(stages)
     from valuelex.budget import check_budget
 
-    check_budget(study)
+    check_budget(study, study.name)
     use_gpu = waves = None
     if any(stage.uses_engines(study) for stage in stages):
         from valuelex.placement import check_placement, cluster_nodes, models_to_place, schedule

@@ -219,6 +219,9 @@ def load_study(path: str | Path) -> Study:
     except RecursionError:
         raise StudyError(f"{path}: (top level): nested too deeply") from None
     check_systems(study, str(path))
+    from valuelex.budget import check_budget
+
+    check_budget(study, str(path))
     return study
 
 

@@ -162,6 +162,9 @@ ADDED_LATER: dict[tuple[str, ...], Any] = {
     ("models", "*", "options", "reasoning"): "none",
     ("models", "*", "options", "reasoning_budget"): None,
     ("models", "*", "options", "max_tokens"): None,
+    ("models", "*", "options", "batch"): False,
+    ("models", "*", "options", "batch_poll_s"): 30.0,
+    ("models", "*", "options", "batch_max_lines"): 50_000,
     ("prices",): {},
     ("budget",): {"max_usd": None, "max_tokens": None, "stages": {}},
 }

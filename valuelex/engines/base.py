@@ -76,11 +76,17 @@ _REGISTRY: dict[str, str] = {
 }
 
 
-def build_engine(model: ModelSpec, *, use_gpu: bool | None) -> Engine:
+def build_engine(model: ModelSpec, *, use_gpu: bool | None, journal: Any = None) -> Engine:
     """The engine a model spec names; the implementation module is imported only when used.
 
     ``use_gpu`` is required so that every caller decides: None asks the cluster (any GPU in it).
+    ``journal`` (`valuelex.store.run.BatchJournal`) is where an ``options.batch`` model's Batch API
+    jobs are journaled; an engine that sends requests as they go ignores it.
     """
+    if model.engine == "openai" and model.options.batch:
+        from valuelex.engines.openai_batch import BatchEngine
+
+        return BatchEngine(model, journal=journal, use_gpu=use_gpu)
     module_name, _, class_name = _REGISTRY[model.engine].partition(":")
     engine_class: Callable[..., Engine] = getattr(importlib.import_module(module_name), class_name)
     return engine_class(model, use_gpu=use_gpu)

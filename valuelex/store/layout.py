@@ -13,6 +13,7 @@
     quality/<table>.parquet             reliability: components, coefficients, dstudy, consistency, judge,
                                         verdicts, devset (`valuelex.quality`)
     stages/<stage>.json                 what each stage did (written by the runner)
+    batches/<table>/<model>.json        submitted Batch API jobs and their request ids (`engines.openai_batch`)
     report/                             the default report folder
     .valuelex.lock                      held while a command writes the run (`valuelex.store.lock`)
 """
@@ -46,6 +47,12 @@ def generation_table(stage: str) -> str:
 
 def stage_record(stage: str) -> str:
     return f"{STAGES}/{stage}.json"
+
+
+def batch_journal(table: str, model: str) -> str:
+    """``batches/<table>/<model>.json``: the Batch API jobs a model's requests for one table went out in."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model).strip("._") or "model"
+    return f"batches/{re.sub(r'[^A-Za-z0-9_.-]+', '_', table).strip('._')}/{safe}.json"
 
 
 def judgments_table(system_name: str) -> str:

@@ -66,3 +66,99 @@ def test_batch_rows_are_stored_once_in_the_synchronous_schema(tmp_path: Path, ra
     assert set(batch["n_prompt_tokens"].to_pylist()) == {5}
     journal = json.loads((tmp_path / "batch" / "batches" / "elicitation" / "api.json").read_text())
     assert [j["collected"] for j in journal["batches"]] == [True] and len(journal["batches"][0]["request_ids"]) == GRID
+
+
+def _wait(condition, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_a_driver_killed_while_its_batch_runs_resumes_polling_and_submits_nothing_twice(
+    tmp_path: Path, ray_local: None
+) -> None:
+    out = tmp_path / "out"
+    journal = out / "batches" / "elicitation" / "api.json"
+    with FakeBatchServer() as server:
+        server.hold.set()  # the batch stays in_progress until the driver is dead
+        study = tmp_path / "study.yaml"
+        study.write_text(yaml.safe_dump(_document(server.base_url), sort_keys=False))
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "valuelex.cli", "elicit", str(study), "--out", str(out)],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            _wait(
+                lambda: server.batches.get("batch_1", {}).get("status") == "in_progress" or driver.poll() is not None,
+                120,
+                "the driver's batch in progress",
+            )
+            assert driver.poll() is None, driver.communicate()[1][-3000:]
+            _wait(
+                lambda: journal.exists() and json.loads(journal.read_text())["batches"][0]["batch_id"],
+                30,
+                "the journaled batch id",
+            )
+        finally:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+        assert driver.returncode == -signal.SIGKILL
+        assert not OutputRoot(str(out)).table("elicitation").shard_paths()  # nothing was collected
+        server.hold.clear()
+        summary = elicit(Study.model_validate(_document(server.base_url)), str(out))
+    assert server.created == 1 and sorted(server.submitted.values()) == [1] * GRID  # polled, not resubmitted
+    assert summary["rows_generated"] == GRID and summary["rows_failed"] == 0
+    rows = _rows(out)
+    assert rows.num_rows == GRID and len(set(rows["row_id"].to_pylist())) == GRID
+
+
+def test_an_expired_batch_keeps_its_answers_and_the_next_run_sends_only_the_missing_lines(
+    tmp_path: Path, ray_local: None
+) -> None:
+    out = str(tmp_path / "out")
+    with FakeBatchServer(fates=["expired:3"]) as server:
+        first = elicit(Study.model_validate(_document(server.base_url)), out)
+        rows = _rows(Path(out))
+        answered = set(rows.filter(pa.compute.is_null(rows["error"]))["row_id"].to_pylist())
+        missing = set(rows.filter(pa.compute.is_valid(rows["error"]))["row_id"].to_pylist())
+        assert first["rows_generated"] == GRID and first["rows_failed"] == GRID - 3 and len(answered) == 3
+        assert all("batch_1 expired: no result" in e for e in rows["error"].to_pylist() if e)
+        second = elicit(Study.model_validate(_document(server.base_url)), out)
+    assert server.created == 2 and second["rows_generated"] == GRID - 3 and second["rows_failed"] == 0
+    assert {rid for rid, n in server.submitted.items() if n == 2} == missing  # only the missing lines again
+    assert {rid for rid, n in server.submitted.items() if n == 1} == answered
+    current = OutputRoot(out).table("elicitation").read()  # the latest row of each id
+    assert current.num_rows == GRID and current["error"].null_count == GRID
+
+
+def test_failed_lines_and_a_failed_batch_are_failed_rows_with_their_reason(tmp_path: Path, ray_local: None) -> None:
+    import pytest
+
+    from valuelex.runner import StageFailed
+
+    document = _document("http://127.0.0.1:9/v1")
+    prompts = sorted({r["prompt"] for r in _requests(document)})
+    with FakeBatchServer(fates=["failed"], bad_lines={prompts[0]}) as server:
+        with pytest.raises(StageFailed, match="scheduled failure"):
+            elicit(Study.model_validate(_document(server.base_url)), str(tmp_path / "out"))
+        summary = elicit(Study.model_validate(_document(server.base_url)), str(tmp_path / "out"))
+    assert summary["rows_failed"] == GRID // 2  # the bad prompt's four samples
+    errors = [e for e in _rows(tmp_path / "out")["error"].to_pylist() if e]  # both runs' rows
+    assert sum(e.startswith("batch batch_1 failed: no result") for e in errors) == GRID
+    assert (
+        sum(e.startswith("batch line failed (status 400)") and "scheduled bad line" in e for e in errors) == GRID // 2
+    )
+    assert server.created == 2
+
+
+def _requests(document: dict) -> list[dict]:
+    from valuelex import grid
+
+    study = Study.model_validate(document)
+    return list(grid.requests(study, "elicitation", study.models[0]))

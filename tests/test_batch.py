@@ -162,3 +162,17 @@ def _requests(document: dict) -> list[dict]:
 
     study = Study.model_validate(document)
     return list(grid.requests(study, "elicitation", study.models[0]))
+
+
+def test_plan_prices_batch_models_at_the_batch_discount() -> None:
+    from valuelex.cost import load_prices
+    from valuelex.plan import format_plan, plan
+
+    sync = plan(Study.model_validate(_document("http://127.0.0.1:9/v1", batch=False)))
+    batch_study = Study.model_validate(_document("http://127.0.0.1:9/v1"))
+    batch = plan(batch_study)
+    discount = load_prices()["batch_discount"]
+    assert discount == 0.5 and sync["stages"]["elicitation"]["usd"] > 0
+    assert batch["stages"]["elicitation"]["usd"] == sync["stages"]["elicitation"]["usd"] * discount
+    assert batch["totals"]["usd"] == sync["totals"]["usd"] * discount
+    assert "Batch API's discount" in format_plan(batch) and "Batch API's discount" not in format_plan(sync)

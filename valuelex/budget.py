@@ -3,12 +3,12 @@
 What an output has spent is what its stored rows record, over every run: for each row written
 (failed attempts and superseded rows included: they were paid for) its ``n_prompt_tokens`` and
 ``n_completion_tokens``; tokens = prompt + completion, and USD = sum over models of
-`valuelex.cost.usd` (the model's list price; a vLLM model runs on the study's own hardware and
-costs no USD). Before a block of requests goes to an engine, its cost is estimated as
-`valuelex.plan` estimates it: prompt tokens = characters / ``chars_per_token`` (+ the chat
-template's tokens), completion tokens = min(request limit, max_tokens x fill fraction +
-``reasoning_budget``). The block is sent only if, for every cap in whose scope the stage lies
-(``budget`` itself: every stage; ``budget.stages.<stage>``: that stage),
+`valuelex.cost.usd` (the model's list price, at the batch discount for an ``options.batch`` model;
+a vLLM model runs on the study's own hardware and costs no USD). Before a block of requests goes
+to an engine, its cost is estimated as `valuelex.plan` estimates it: prompt tokens = characters /
+``chars_per_token`` (+ the chat template's tokens), completion tokens = min(request limit,
+max_tokens x fill fraction + ``reasoning_budget``). The block is sent only if, for every cap in
+whose scope the stage lies (``budget`` itself: every stage; ``budget.stages.<stage>``: that stage),
 
     spent before this run + settled this run + estimates of blocks in flight + this block's estimate <= cap;
 
@@ -125,7 +125,7 @@ class Ledger:
         spec = self.models.get(model)
         if spec is None or spec.engine == "vllm":
             return 0.0
-        return usd(spec.source, prompt, completion, self.prices) or 0.0
+        return usd(spec.source, prompt, completion, self.prices, batch=spec.options.batch) or 0.0
 
     def _spent(self, scope: str | None, extra: dict[str, list[float]] | None = None) -> tuple[float, float]:
         """(tokens, USD) in a cap's scope: stored before this run, settled, in flight, plus `extra`."""

@@ -215,9 +215,11 @@ def _price(study: Study, stages: dict[str, dict[str, Any]], per_model: dict[str,
 
     prices = load_prices({k: v.model_dump() for k, v in study.prices.items()})
     sources = {m.name: m.source for m in study.models}
+    batched = {m.name: m.options.batch for m in study.models}  # Batch API requests: at batch_discount
     judge = study.evaluation.judge_model_spec(study) if study.evaluation.judge == "llm" else None
     if judge is not None:
         sources.setdefault(judge.name, judge.source)
+        batched.setdefault(judge.name, judge.options.batch)
     for total in per_model.values():
         total["usd"] = 0.0 if total["engine"] != "vllm" else None
     for stage in stages.values():
@@ -226,7 +228,9 @@ def _price(study: Study, stages: dict[str, dict[str, Any]], per_model: dict[str,
             if row["engine"] == "vllm":
                 row["usd"] = None
                 continue
-            row["usd"] = usd(sources[row["model"]], row["prompt_tokens"], row["completion_tokens"], prices)
+            row["usd"] = usd(sources[row["model"]], row["prompt_tokens"], row["completion_tokens"], prices,
+                             batch=batched[row["model"]])
+            row["batch"] = batched[row["model"]]
             total = per_model[row["model"]]
             stage["usd"] = None if row["usd"] is None or stage["usd"] is None else stage["usd"] + row["usd"]
             total["usd"] = None if row["usd"] is None or total["usd"] is None else total["usd"] + row["usd"]
@@ -433,6 +437,9 @@ def format_plan(p: Mapping[str, Any]) -> str:
                              for m in p["per_model"] if m["reasoning_tokens"])
         lines.append(f"reasoning: {_n(p['totals']['reasoning_tokens'])} of the completion tokens are thinking "
                      f"(options.reasoning_budget per request: {thinkers})")
+    if any(m.get("batch") for s in p["stages"].values() for m in s["per_model"]):
+        lines.append("batch: models with options.batch are priced at the Batch API's discount "
+                     "(batch_discount in valuelex/data/prices.yaml)")
     lines.append("API cost (USD, list prices: valuelex/data/prices.yaml or the study's prices:): " + ", ".join(
         f"{name} {_usd(s.get('usd'))}" for name, s in [*p["stages"].items(), ("total", p["totals"])]))
     lines.append("")

@@ -7,7 +7,7 @@ Files: ``POST /v1/files`` (multipart: ``purpose``, ``file``), ``GET /v1/files/{i
 -> its end (``completed``; or the next entry of `fates`: ``expired:<k>`` answers only the first k
 lines, ``failed`` answers none, with a validation error). While `hold` is set a batch stays
 in_progress (a test kills its driver then). Each answered line is what the fault server answers
-(content ``values for <prompt>``, usage 5 + 4 tokens); `bad_lines` lists prompts answered with a
+(content ``values for <prompt>`` or `respond(prompt)`, usage 5 + 4 tokens); `bad_lines` lists prompts answered with a
 400 line instead. The server counts what it was sent: `created` batches and `submitted` request
 ids (custom_id -> times submitted).
 """
@@ -25,11 +25,12 @@ from typing import Any
 
 
 class FakeBatchServer:
-    def __init__(self, fates: list[str] | None = None, bad_lines: set[str] | None = None):
+    def __init__(self, fates: list[str] | None = None, bad_lines: set[str] | None = None, respond: Any = None):
         self.files: dict[str, dict[str, Any]] = {}
         self.batches: dict[str, dict[str, Any]] = {}
         self.fates = list(fates or [])  # end state of each batch in creation order (default: completed)
         self.bad_lines = bad_lines or set()
+        self.respond = respond  # prompt -> the content of its answer (a fake judge)
         self.hold = threading.Event()
         self.created = 0
         self.submitted: Counter[str] = Counter()
@@ -192,7 +193,7 @@ class FakeBatchServer:
                     }
                 )
                 continue
-            text = f"values for {prompt}"
+            text = self.respond(prompt) if self.respond else f"values for {prompt}"
             usage = {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}
             if "messages" in body:
                 reply = {

@@ -176,3 +176,37 @@ def test_plan_prices_batch_models_at_the_batch_discount() -> None:
     assert batch["stages"]["elicitation"]["usd"] == sync["stages"]["elicitation"]["usd"] * discount
     assert batch["totals"]["usd"] == sync["totals"]["usd"] * discount
     assert "Batch API's discount" in format_plan(batch) and "Batch API's discount" not in format_plan(sync)
+
+
+def test_the_llm_judge_goes_through_the_batch_api_too(tmp_path: Path, ray_local: None) -> None:
+    from tests.helpers import evaluate
+    from valuelex.evaluate.systems import load_value_system
+    from valuelex.store import RunStore
+
+    keys = load_value_system("mft").leaf_keys()
+    judged = '{"rationale": "kind", "scores": {' + ", ".join(f'"{k}": 1' for k in keys) + "}}"
+
+    def respond(prompt: str) -> str:
+        return judged if "Completion:" in prompt else "I value kindness."
+
+    out = str(tmp_path / "out")
+    with FakeBatchServer(respond=respond) as server:
+        document = _document(server.base_url)
+        document.update(
+            samples=2,
+            prompts={"elicitation": ["q01"], "stems": ["s01", "s02"]},
+            evaluation={
+                "judge": "llm",
+                "judge_model": "api",
+                "systems": ["mft"],
+                "bootstrap_resamples": 50,
+                "max_judge_retries": 0,
+            },
+        )
+        summary = evaluate(Study.model_validate(document), out)
+    assert server.created == 2  # the completions' batch, then the judge's
+    assert summary["systems"]["mft"]["judged"] == 4 and summary["systems"]["mft"]["invalid"] == 0
+    judgments = RunStore(out).judgments_table(load_value_system("mft")).read_raw()
+    assert judgments.num_rows == 4
+    journal = json.loads((Path(out) / "batches" / "judgments" / "api.json").read_text())
+    assert [len(j["request_ids"]) for j in journal["batches"]] == [4]

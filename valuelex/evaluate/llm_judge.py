@@ -310,13 +310,14 @@ class LLMJudge:
         self.name = f"llm:{model.name}"
         self._engine = engine
         self.ledger: Ledger | None = None  # the study's budget for judging (`valuelex.budget`), set per run
+        self.journal: Any = None  # where an options.batch judge journals its Batch API jobs (the run store's)
 
     @property
     def engine(self) -> Engine:
         if self._engine is None:
             from valuelex.engines.base import build_engine
 
-            self._engine = build_engine(self.model, use_gpu=self.use_gpu)
+            self._engine = build_engine(self.model, use_gpu=self.use_gpu, journal=self.journal)
         return self._engine
 
     def key(self, system: ValueSystem) -> str:

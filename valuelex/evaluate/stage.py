@@ -189,6 +189,8 @@ def evaluate(ctx: RunContext, systems: list[ValueSystem], judge: Any, *, generat
             from valuelex.budget import for_stage
 
             judge.ledger = ledger = for_stage(study, "judging", store)
+        if hasattr(judge, "journal") and hasattr(judge, "model"):  # a Batch API judge journals under the run
+            judge.journal = store.batch_journal(layout.JUDGMENTS, judge.model.name)
         for name, counts in judge_pending(store, study, systems, judge, max_samples=samples).items():
             for k, v in counts.items():
                 per_system[name][k] = per_system[name].get(k, 0) + v if k in ("judged", "invalid") else v

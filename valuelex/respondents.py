@@ -117,6 +117,8 @@ class ModelSpec(Strict):
     def _openai_needs_url(self) -> ModelSpec:
         if self.engine == "openai" and not self.options.base_url:
             raise ValueError("options.base_url is required for engine 'openai'")
+        if self.options.batch and self.engine != "openai":
+            raise ValueError("options.batch: the Batch API is for engine 'openai' only")
         return self
 
 

@@ -122,7 +122,7 @@ def test_a_stage_cap_binds_its_stage_and_spent_is_recorded_without_a_budget(tmp_
 
 
 def test_a_usd_cap_needs_a_price_and_budget_defaults_keep_fingerprints(tmp_path: Path) -> None:
-    from valuelex.budget import check_budget
+    from valuelex.spec import check_budget
 
     with FaultServer() as server:
         document = _study(server, {"max_usd": 1.0})

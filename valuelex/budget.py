@@ -23,7 +23,6 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from valuelex.errors import StudyError
 from valuelex.runner import StageFailed
 
 if TYPE_CHECKING:
@@ -39,24 +38,6 @@ Estimate = Callable[[dict[str, Any]], tuple[float, float]]
 
 class BudgetReached(StageFailed):
     """A stage stopped before a block that would cross a cap; what it finished is stored and recorded."""
-
-
-def check_budget(study: Study, source: str = "study") -> None:
-    """A USD cap needs a price for every API model it covers: refuse an unpriced one before anything runs
-    (`source` names the study file in the error)."""
-    from valuelex.cost import load_prices
-
-    budget = study.budget
-    if budget.max_usd is None and all(c.max_usd is None for c in budget.stages.values()):
-        return
-    prices = load_prices({k: v.model_dump() for k, v in study.prices.items()})
-    judge = _judge_model(study)
-    for model in [*study.models, *([judge] if judge is not None else [])]:
-        if model.engine != "vllm" and model.source not in prices["models"]:
-            raise StudyError(
-                f"{source}: budget.max_usd: model {model.name} (source {model.source!r}) has no price: "
-                f"add it under prices: (input/output USD per 1M tokens) or cap max_tokens instead"
-            )
 
 
 def _judge_model(study: Study) -> ModelSpec | None:
@@ -90,8 +71,10 @@ def stored_spending(store: RunStore) -> dict[str, dict[str, list[int]]]:
             store.generation(stage).read_raw(["model", "n_prompt_tokens", "n_completion_tokens"]), "model"
         )
     judging: dict[str, list[int]] = {}
-    for system in store.judged_systems():
-        table = store.judgments_table(system).read_raw(["judge", "n_prompt_tokens", "n_completion_tokens"])
+    from valuelex.store import layout
+
+    for path in sorted({layout.judgments_table(system) for system in store.judged_systems()}):  # each table once
+        table = store.table(path).read_raw(["judge", "n_prompt_tokens", "n_completion_tokens"])
         for name, (prompt, completion) in _tokens(table, "judge", "llm:").items():
             entry = judging.setdefault(name, [0, 0])
             entry[0] += prompt
@@ -115,6 +98,7 @@ class Ledger:
         self.settled: dict[str, list[int]] = {}  # this run's actual tokens per model
         self.reserved: dict[str, tuple[str, float, float]] = {}  # row id -> (model, prompt, completion) in flight
         self.stopped: str | None = None
+        self.estimates: dict[str, Estimate] = {}  # model name -> its requests' estimate, for callers that gate by name
         self.unsent = 0
         self.lock = threading.Lock()
 

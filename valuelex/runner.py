@@ -102,7 +102,7 @@ def prepare(study: Study, store: RunStore, stages: Sequence[Stage], *, require_g
     require_gpu = require_gpu or require_gpu_from_env()
     check_output(study, store, allow_changes=allow_changes)
     check_stage_systems(stages)
-    from valuelex.budget import check_budget
+    from valuelex.spec import check_budget
 
     check_budget(study, study.name)
     use_gpu = waves = None

@@ -222,8 +222,6 @@ def load_study(path: str | Path) -> Study:
     except RecursionError:
         raise StudyError(f"{path}: (top level): nested too deeply") from None
     check_systems(study, str(path))
-    from valuelex.budget import check_budget
-
     check_budget(study, str(path))
     return study
 
@@ -237,3 +235,22 @@ def check_systems(study: Study, source: str) -> None:
             load_value_system(system)
         except StudyError as exc:
             raise StudyError(f"{source}: evaluation.systems[{index}]: {exc}") from None
+
+
+def check_budget(study: Study, source: str = "study") -> None:
+    """A USD cap (``budget``) needs a price for every API model it covers: an unpriced one is refused
+    before anything runs (`source` names the study file in the error)."""
+    from valuelex.cost import load_prices
+
+    budget = study.budget
+    if budget.max_usd is None and all(c.max_usd is None for c in budget.stages.values()):
+        return
+    prices = load_prices({k: v.model_dump() for k, v in study.prices.items()})
+    spec = study.evaluation
+    judge = [spec.judge_model_spec(study)] if spec.judge == "llm" and spec.judge_model is not None else []
+    for model in [*study.models, *judge]:
+        if model.engine != "vllm" and model.source not in prices["models"]:
+            raise StudyError(
+                f"{source}: budget.max_usd: model {model.name} (source {model.source!r}) has no price: "
+                "add it under prices: (input/output USD per 1M tokens) or cap max_tokens instead"
+            )

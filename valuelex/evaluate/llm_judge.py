@@ -335,15 +335,14 @@ class LLMJudge:
     def _generate(self, requests: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
         """Result rows in batches of `batch_rows`, as the engine finishes them (never all held at once).
 
-        With a `ledger`, each block of `batch_rows` requests is sent only once its estimate fits the caps."""
+        With a `ledger` (its ``estimates`` hold this judge's, set by the evaluation stage), each block of
+        `batch_rows` requests is sent only once its estimate fits the caps."""
         ledger = self.ledger
         if ledger is None:
             for batch in self.engine.generate(requests, batch_rows=self.batch_rows):
                 yield batch.to_pylist()
             return
-        from valuelex.plan import judge_estimate
-
-        gated = ledger.gate(requests, self.model, judge_estimate(self.spec, self.model), self.batch_rows)
+        gated = ledger.gate(requests, self.model, ledger.estimates[self.model.name], self.batch_rows)
         for batch in self.engine.generate(gated, batch_rows=self.batch_rows):
             ledger.settle_table(self.model.name, batch)
             yield batch.to_pylist()

@@ -187,8 +187,10 @@ def evaluate(ctx: RunContext, systems: list[ValueSystem], judge: Any, *, generat
         nonlocal ledger
         if hasattr(judge, "ledger"):  # an LLM judge: the budget's caps, over what the store has spent by now
             from valuelex.budget import for_stage
+            from valuelex.plan import judge_estimate
 
             judge.ledger = ledger = for_stage(study, "judging", store)
+            ledger.estimates[judge.model.name] = judge_estimate(spec, judge.model)
         if hasattr(judge, "journal") and hasattr(judge, "model"):  # a Batch API judge journals under the run
             judge.journal = store.batch_journal(layout.JUDGMENTS, judge.model.name)
         for name, counts in judge_pending(store, study, systems, judge, max_samples=samples).items():

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 import yaml
 
 from tests.fake_batch_server import FakeBatchServer
@@ -138,8 +139,6 @@ def test_an_expired_batch_keeps_its_answers_and_the_next_run_sends_only_the_miss
 
 
 def test_failed_lines_and_a_failed_batch_are_failed_rows_with_their_reason(tmp_path: Path, ray_local: None) -> None:
-    import pytest
-
     from valuelex.runner import StageFailed
 
     document = _document("http://127.0.0.1:9/v1")
@@ -213,8 +212,6 @@ def test_the_llm_judge_goes_through_the_batch_api_too(tmp_path: Path, ray_local:
 
 
 def test_batch_is_refused_for_a_vllm_model(tmp_path: Path) -> None:
-    import pytest
-
     from valuelex.errors import StudyError
     from valuelex.spec import load_study
 
@@ -225,3 +222,22 @@ def test_batch_is_refused_for_a_vllm_model(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     with pytest.raises(StudyError, match=rf"{path}: models\[0\]: options.batch: the Batch API is for engine 'openai'"):
         load_study(path)
+
+
+def test_a_budget_cap_limits_what_goes_into_batches(tmp_path: Path, ray_local: None) -> None:
+    from valuelex.budget import BudgetReached
+    from valuelex.plan import generation_estimate
+
+    out = str(tmp_path / "out")
+    with FakeBatchServer() as server:
+        document = _document(server.base_url)
+        study = Study.model_validate(document)
+        estimate = generation_estimate(study, "elicitation", study.models[0])
+        costs = [sum(estimate(r)) for r in _requests(document)]
+        cap = int(sum(costs[:6])) + 1  # blocks of shard_rows=3: two fit, the third does not
+        with pytest.raises(BudgetReached, match="2 requests not sent"):
+            elicit(Study.model_validate({**document, "budget": {"max_tokens": cap}}), out)
+        assert server.created == 1 and sum(server.submitted.values()) == 6
+        summary = elicit(Study.model_validate({**document, "budget": {"max_tokens": cap * 10}}), out)
+    assert server.created == 2 and sorted(server.submitted.values()) == [1] * GRID
+    assert summary["rows_generated"] == 2 and OutputRoot(out).table("elicitation").read()["error"].null_count == GRID

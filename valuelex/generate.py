@@ -183,7 +183,10 @@ def run_model(
     table = store.generation(stage)
     progress = Progress(f"{stage} {model.name}", total, counts["skipped"])
     started = time.monotonic()
-    engine = build_engine(model, use_gpu=use_gpu, journal=store.batch_journal(table.name, model.name))
+    if model.options.batch:  # Batch API jobs are journaled under the run (`engines.openai_batch`)
+        engine = build_engine(model, use_gpu=use_gpu, journal=store.batch_journal(table.name, model.name))
+    else:
+        engine = build_engine(model, use_gpu=use_gpu)
     for batch in engine.generate(itertools.chain([first], rows), batch_rows=study.shard_rows):
         shard = redact.table(conform(batch))
         table.write(shard)

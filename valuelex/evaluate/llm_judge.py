@@ -333,10 +333,8 @@ class LLMJudge:
         return f"{self.name}#{digest}@{system.fingerprint()}"
 
     def _generate(self, requests: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-        """Result rows in batches of `batch_rows`, as the engine finishes them (never all held at once).
-
-        With a `ledger` (its ``estimates`` hold this judge's, set by the evaluation stage), each block of
-        `batch_rows` requests is sent only once its estimate fits the caps."""
+        """Result rows in batches of `batch_rows` as the engine finishes them; with a `ledger` (budget), each
+        block of `batch_rows` requests is sent only once its estimate (``ledger.estimates``) fits the caps."""
         ledger = self.ledger
         if ledger is None:
             for batch in self.engine.generate(requests, batch_rows=self.batch_rows):

@@ -15,7 +15,8 @@ max_tokens like a real engine (an unclosed block, finish_reason length) when the
 `reasoning_field` sends the thinking as ``reasoning_content`` instead, as vLLM's parser does.
 The server counts attempts per prompt so tests can check that retries happened and were bounded,
 can answer slowly (`delay`, so a test can act while a run is under way) and records the
-Authorization headers it was sent (so a test can prove an API key was used, and used only here).
+Authorization headers it was sent (so a test can prove an API key was used, and used only here),
+and sums the tokens of the good answers it sent (`tokens`: what a provider would bill).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class FaultServer:
         self.timeout_sleep = timeout_sleep
         self.delay = delay  # seconds every request waits before its answer
         self.authorizations: Counter[str] = Counter()  # Authorization header values received
+        self.tokens = 0  # prompt + completion tokens of every good answer sent (what a provider bills)
         self.lock = threading.Lock()
         server = self
 
@@ -132,6 +134,8 @@ class FaultServer:
                 choice = {"index": 0, "finish_reason": finish, "text": text, "logprobs": None}
                 payload = {"id": "x", "object": "text_completion", "created": 0, "model": body["model"],
                            "choices": [choice], "usage": usage}
+            with self.lock:
+                self.tokens += usage["prompt_tokens"] + usage["completion_tokens"]
             self._send(handler, 200, payload)
 
     def _thinking(self, thinking: str, answer: str, limit: int) -> tuple[str, dict, dict]:

@@ -21,9 +21,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from valuelex import grid
+from valuelex import budget, grid
+from valuelex.budget import BudgetReached, Ledger
 from valuelex.engines.base import RESULT_FIELDS, build_engine
 from valuelex.instruments import Stage
+from valuelex.plan import generation_estimate
 from valuelex.progress import Progress
 from valuelex.redact import Redactor
 from valuelex.runner import RunContext, StageFailed, StageResult
@@ -56,6 +58,7 @@ class StageReport:
     seconds: float = 0.0
     per_model: dict[str, dict[str, float]] = field(default_factory=dict)
     reasons: Counter[str] = field(default_factory=Counter)  # first line of each failed row's (redacted) error
+    ledger: Ledger | None = None  # what the stage spent, and whether a budget cap stopped it
 
     def add(self, per_model: dict[str, dict[str, float]]) -> None:
         """Count one wave's models (or another report's per-model counts)."""
@@ -76,6 +79,8 @@ class StageReport:
         self.completion_tokens += later.completion_tokens
         self.per_model.update(later.per_model)
         self.reasons.update(later.reasons)
+        if later.ledger is not None:
+            self.ledger = later.ledger  # its spending was read from the store after this round's rows
         self.total_rows = later.total_rows
         self.skipped_rows = later.total_rows - self.generated_rows  # stored before the first round
 
@@ -98,6 +103,7 @@ class StageReport:
             "rows_generated": self.generated_rows, "rows_failed": self.failed_rows,
             "completion_tokens": self.completion_tokens, "generation_seconds": round(self.seconds, 2),
             "tokens_per_second": round(self.tokens_per_second, 2), "per_model": self.per_model,
+            **(self.ledger.record() if self.ledger is not None else {}),
         }
 
 
@@ -120,7 +126,7 @@ def _clip(text: str, width: int) -> str:
 def run_model(
     study: Study, stage: Stage, model: ModelSpec, store: RunStore, done: set[str], *,
     samples: int | None = None, use_gpu: bool | None = None, redact: Redactor | None = None,
-    reasons: Counter[str] | None = None, truncated: dict[str, int] | None = None,
+    reasons: Counter[str] | None = None, truncated: dict[str, int] | None = None, ledger: Ledger | None = None,
 ) -> dict[str, float]:
     """Generate one model's missing rows; returns its counts (rows, skipped, generated, failed, tokens).
 
@@ -128,7 +134,9 @@ def run_model(
     its request rows in memory, and the rows, their ids and seeds are those of `grid.requests`.
     Each shard's error text goes through `redact` before it is written; the first line of each
     failed row's error is counted in `reasons`. A row in `truncated` (its thinking ran out of
-    tokens at that limit) is skipped unless the request now allows more tokens.
+    tokens at that limit) is skipped unless the request now allows more tokens. With a `ledger`
+    (the study's budget), each block of `shard_rows` requests is sent only once its estimated cost
+    fits every cap (`valuelex.budget`); the rows after a block that does not fit are not sent.
     """
     truncated = truncated or {}
     redact = redact or Redactor.from_spec(study)
@@ -142,7 +150,9 @@ def run_model(
             else:
                 yield row
 
-    rows = missing()
+    rows: Iterator[dict[str, Any]] = missing()
+    if ledger is not None:
+        rows = ledger.gate(rows, model, generation_estimate(study, stage, model), study.shard_rows)
     first = next(rows, None)
     if first is None:
         log.info("%s/%s: all %d rows already stored", stage, model.name, total)
@@ -151,10 +161,15 @@ def run_model(
     progress = Progress(f"{stage} {model.name}", total, counts["skipped"])
     started = time.monotonic()
     try:
-        engine = build_engine(model, use_gpu=use_gpu)
+        if model.options.batch:  # Batch API jobs are journaled under the run (`engines.openai_batch`)
+            engine = build_engine(model, use_gpu=use_gpu, journal=store.batch_journal(table.name, model.name))
+        else:
+            engine = build_engine(model, use_gpu=use_gpu)
         for batch in engine.generate(itertools.chain([first], rows), batch_rows=study.shard_rows):
             shard = redact.table(conform(batch))
             table.write(shard)
+            if ledger is not None:
+                ledger.settle_table(model.name, shard)
             counts["generated"] += shard.num_rows
             tokens = int(pc.sum(shard["n_completion_tokens"]).as_py() or 0)
             counts["tokens"] += tokens
@@ -179,13 +194,16 @@ def generate_missing(ctx: RunContext, stage: Stage, samples: int | None = None) 
     done = ctx.store.generation(stage).done_row_ids()
     truncated = ctx.store.generation(stage).truncated_limits()
     report = StageReport(stage=stage)
+    ledger = budget.for_stage(study, stage, ctx.store)
+    report.ledger = ledger
     for wave in ctx.model_waves():
         started = time.monotonic()
         reasons = {m.name: Counter[str]() for m in wave}
         with ThreadPoolExecutor(max_workers=len(wave)) as pool:
             futures = {
                 m.name: pool.submit(run_model, study, stage, m, ctx.store, done, samples=samples, use_gpu=ctx.use_gpu,
-                                    redact=ctx.redactor, reasons=reasons[m.name], truncated=truncated)
+                                    redact=ctx.redactor, reasons=reasons[m.name], truncated=truncated,
+                                    ledger=ledger)
                 for m in wave
             }
             per_model = {name: future.result() for name, future in futures.items()}
@@ -214,6 +232,8 @@ class GenerationStage:
     def run(self, ctx: RunContext) -> StageResult:
         report = generate_missing(ctx, self.stage, self.samples)
         result = StageResult({"output": ctx.store.uri, **report.summary()})
+        if report.ledger is not None and report.ledger.stopped:
+            raise BudgetReached(report.ledger.message(), result)
         if failure := report.failure():
             raise StageFailed(failure, result)
         return result

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -215,9 +215,11 @@ def _price(study: Study, stages: dict[str, dict[str, Any]], per_model: dict[str,
 
     prices = load_prices({k: v.model_dump() for k, v in study.prices.items()})
     sources = {m.name: m.source for m in study.models}
+    batched = {m.name: m.options.batch for m in study.models}  # Batch API requests: at batch_discount
     judge = study.evaluation.judge_model_spec(study) if study.evaluation.judge == "llm" else None
     if judge is not None:
         sources.setdefault(judge.name, judge.source)
+        batched.setdefault(judge.name, judge.options.batch)
     for total in per_model.values():
         total["usd"] = 0.0 if total["engine"] != "vllm" else None
     for stage in stages.values():
@@ -226,7 +228,9 @@ def _price(study: Study, stages: dict[str, dict[str, Any]], per_model: dict[str,
             if row["engine"] == "vllm":
                 row["usd"] = None
                 continue
-            row["usd"] = usd(sources[row["model"]], row["prompt_tokens"], row["completion_tokens"], prices)
+            row["usd"] = usd(sources[row["model"]], row["prompt_tokens"], row["completion_tokens"], prices,
+                             batch=batched[row["model"]])
+            row["batch"] = batched[row["model"]]
             total = per_model[row["model"]]
             stage["usd"] = None if row["usd"] is None or stage["usd"] is None else stage["usd"] + row["usd"]
             total["usd"] = None if row["usd"] is None or total["usd"] is None else total["usd"] + row["usd"]
@@ -284,6 +288,38 @@ def _generation(study: Study, stage: Stage, samples: int, figures: Mapping[str, 
         row["reasoning_tokens"] = sum(thought for _, thought in per_item) * len(items) * samples
         rows.append(row)
     return _summed(rows, grid.count(study, stage, samples=samples), samples=samples)
+
+
+def generation_estimate(study: Study, stage: Stage, model: ModelSpec,
+                        figures: Mapping[str, Any] | None = None) -> Callable[[dict[str, Any]], tuple[float, float]]:
+    """(prompt, completion) tokens one request row of a generation stage is expected to cost, as the
+    plan counts them (`valuelex.budget` checks caps with it): the prompt's own tokens, and
+    min(request limit, config max_tokens x fill + reasoning_budget)."""
+    figures = figures or load_throughput()
+    chat = model.prompting == "chat"
+    fill = float(figures["fill_fraction"][model.prompting][stage])
+    configs = {c.name: c.max_tokens for c in study.decoding}
+    budget = model.options.reasoning_budget or 0
+
+    def estimate(row: dict[str, Any]) -> tuple[float, float]:
+        limit = int(row["max_tokens"])
+        return (float(prompt_tokens(row["prompt"], figures, chat)),
+                float(min(limit, configs.get(row["config"], limit) * fill + budget)))
+
+    return estimate
+
+
+def judge_estimate(spec: Any, judge: ModelSpec,
+                   figures: Mapping[str, Any] | None = None) -> Callable[[dict[str, Any]], tuple[float, float]]:
+    """(prompt, completion) tokens of one judge request row, as `_judging` counts them."""
+    figures = figures or load_throughput()
+    chat = judge.prompting == "chat"
+    expected = spec.judge_max_tokens * float(figures["judge_fill_fraction"]) + (judge.options.reasoning_budget or 0)
+
+    def estimate(row: dict[str, Any]) -> tuple[float, float]:
+        return float(prompt_tokens(row["prompt"], figures, chat)), float(min(int(row["max_tokens"]), expected))
+
+    return estimate
 
 
 def _judging(study: Study, completion: dict[str, Any], figures: Mapping[str, Any], notes: list[str]) -> dict[str, Any]:
@@ -401,6 +437,9 @@ def format_plan(p: Mapping[str, Any]) -> str:
                              for m in p["per_model"] if m["reasoning_tokens"])
         lines.append(f"reasoning: {_n(p['totals']['reasoning_tokens'])} of the completion tokens are thinking "
                      f"(options.reasoning_budget per request: {thinkers})")
+    if any(m.get("batch") for s in p["stages"].values() for m in s["per_model"]):
+        lines.append("batch: models with options.batch are priced at the Batch API's discount "
+                     "(batch_discount in valuelex/data/prices.yaml)")
     lines.append("API cost (USD, list prices: valuelex/data/prices.yaml or the study's prices:): " + ", ".join(
         f"{name} {_usd(s.get('usd'))}" for name, s in [*p["stages"].items(), ("total", p["totals"])]))
     lines.append("")

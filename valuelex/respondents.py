@@ -79,6 +79,12 @@ class EngineOptions(Strict):
                                                "instead of the decoding config's; not part of the row identity, so "
                                                "raising it retries rows whose reasoning was truncated")
 
+    batch: bool = Field(False, description="engine openai: send a stage's requests through the OpenAI Batch API "
+                                           "(/v1/files + /v1/batches, 24 h window, batch prices)")
+    batch_poll_s: float = Field(30.0, gt=0, le=3600, allow_inf_nan=False,
+                                description="seconds between polls of a submitted batch")
+    batch_max_lines: int = Field(50_000, ge=1, le=50_000, description="requests per submitted batch, at most")
+
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
@@ -111,6 +117,8 @@ class ModelSpec(Strict):
     def _openai_needs_url(self) -> ModelSpec:
         if self.engine == "openai" and not self.options.base_url:
             raise ValueError("options.base_url is required for engine 'openai'")
+        if self.options.batch and self.engine != "openai":
+            raise ValueError("options.batch: the Batch API is for engine 'openai' only")
         return self
 
 

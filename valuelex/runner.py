@@ -103,6 +103,9 @@ def prepare(study: Study, store: RunStore, stages: Sequence[Stage], *, require_g
     require_gpu = require_gpu or require_gpu_from_env()
     check_output(study, store, allow_changes=allow_changes)
     check_stage_systems(stages)
+    from valuelex.spec import check_budget
+
+    check_budget(study, study.name)
     use_gpu = waves = None
     if any(stage.uses_engines(study) for stage in stages):
         from valuelex.placement import check_placement, cluster_nodes, models_to_place, schedule
@@ -197,6 +200,6 @@ def run_stages(ctx: RunContext, stages: Sequence[Stage]) -> dict[str, StageResul
         summary = result.summary if failure is None else {**result.summary, "failed": redact(str(failure))}
         ctx.store.write_stage_record(stage.name, stage_record(stage.name, started, summary))
         if failure is not None:
-            raise StageFailed(str(redact(str(failure))), result) from None
+            raise type(failure)(str(redact(str(failure))), result) from None  # BudgetReached stays itself
         results[stage.name] = result
     return results

@@ -65,6 +65,25 @@ class Price(Strict):
     cached: float | None = Field(None, ge=0, le=1e6, allow_inf_nan=False)
 
 
+class Cap(Strict):
+    """A spending cap: USD (API list prices, `valuelex.cost`) and/or tokens (prompt + completion)."""
+
+    max_usd: float | None = Field(None, gt=0, le=1e9, allow_inf_nan=False)
+    max_tokens: int | None = Field(None, ge=1, le=10**15)
+
+
+BUDGET_STAGES = ("elicitation", "completion", "judging")
+
+
+class Budget(Cap):
+    """Caps on what a run may spend: for the whole output (every stage, every run) and per stage.
+
+    Checked before each block of requests is sent (`valuelex.budget`); a run stops (exit code 2)
+    before a block whose estimated cost would cross a cap, keeping every finished row."""
+
+    stages: dict[Literal["elicitation", "completion", "judging"], Cap] = Field(default_factory=dict)
+
+
 class Study(Strict):
     """A whole study: respondents, instruments, sampling, output."""
 
@@ -83,6 +102,7 @@ class Study(Strict):
     reliability: ReliabilitySpec = Field(default_factory=ReliabilitySpec)
     prices: dict[str, Price] = Field(default_factory=dict,
                                      description="API model id -> USD per 1M tokens, over the packaged table")
+    budget: Budget = Field(default_factory=Budget)
 
     @field_validator("version", mode="before")
     @classmethod
@@ -157,8 +177,12 @@ ADDED_LATER: dict[tuple[str, ...], Any] = {
     ("models", "*", "options", "reasoning"): "none",
     ("models", "*", "options", "reasoning_budget"): None,
     ("models", "*", "options", "max_tokens"): None,
+    ("models", "*", "options", "batch"): False,
+    ("models", "*", "options", "batch_poll_s"): 30.0,
+    ("models", "*", "options", "batch_max_lines"): 50_000,
     ("prices",): {},
     ("prompts", "paraphrases"): 0,
+    ("budget",): {"max_usd": None, "max_tokens": None, "stages": {}},
 }
 """Study fields added after runs were stored, with their defaults (``*``: every item of a list):
 left out of the fingerprint while they hold them, so a study that leaves them alone keeps the
@@ -214,6 +238,7 @@ def load_study(path: str | Path) -> Study:
     except RecursionError:
         raise StudyError(f"{path}: (top level): nested too deeply") from None
     check_systems(study, str(path))
+    check_budget(study, str(path))
     return study
 
 
@@ -226,3 +251,22 @@ def check_systems(study: Study, source: str) -> None:
             load_value_system(system)
         except StudyError as exc:
             raise StudyError(f"{source}: evaluation.systems[{index}]: {exc}") from None
+
+
+def check_budget(study: Study, source: str = "study") -> None:
+    """A USD cap (``budget``) needs a price for every API model it covers: an unpriced one is refused
+    before anything runs (`source` names the study file in the error)."""
+    from valuelex.cost import load_prices
+
+    budget = study.budget
+    if budget.max_usd is None and all(c.max_usd is None for c in budget.stages.values()):
+        return
+    prices = load_prices({k: v.model_dump() for k, v in study.prices.items()})
+    spec = study.evaluation
+    judge = [spec.judge_model_spec(study)] if spec.judge == "llm" and spec.judge_model is not None else []
+    for model in [*study.models, *judge]:
+        if model.engine != "vllm" and model.source not in prices["models"]:
+            raise StudyError(
+                f"{source}: budget.max_usd: model {model.name} (source {model.source!r}) has no price: "
+                "add it under prices: (input/output USD per 1M tokens) or cap max_tokens instead"
+            )

@@ -73,17 +73,21 @@ class Engine(Protocol):
 _REGISTRY: dict[str, str] = {
     "vllm": "valuelex.engines.vllm:VLLMEngine",
     "openai": "valuelex.engines.openai_compat:OpenAIEngine",
+    "openai-batch": "valuelex.engines.openai_batch:BatchEngine",  # engine openai with options.batch
 }
 
 
-def build_engine(model: ModelSpec, *, use_gpu: bool | None) -> Engine:
+def build_engine(model: ModelSpec, *, use_gpu: bool | None, journal: Any = None) -> Engine:
     """The engine a model spec names; the implementation module is imported only when used.
 
     ``use_gpu`` is required so that every caller decides: None asks the cluster (any GPU in it).
+    ``journal`` (`valuelex.store.run.BatchJournal`) is where an ``options.batch`` model's Batch API
+    jobs are journaled; an engine that sends requests as they go ignores it.
     """
-    module_name, _, class_name = _REGISTRY[model.engine].partition(":")
+    batch = model.engine == "openai" and model.options.batch
+    module_name, _, class_name = _REGISTRY["openai-batch" if batch else model.engine].partition(":")
     engine_class: Callable[..., Engine] = getattr(importlib.import_module(module_name), class_name)
-    return engine_class(model, use_gpu=use_gpu)
+    return engine_class(model, use_gpu=use_gpu, journal=journal) if batch else engine_class(model, use_gpu=use_gpu)
 
 
 class RayDataEngine:

@@ -173,15 +173,38 @@ class OpenAIBatchCaller:
                 common["extra_body"] = {"structured_outputs": {"json": json.loads(schema)}}
             raw = await client.completions.with_raw_response.create(prompt=row["prompt"], **common)
         # the raw JSON, not the client's objects: those are built without validation and pass odd values on
-        reply = parse_reply(json.loads(raw.http_response.content), row["prompting"])
-        if reply.reason is not None:
-            raise ReplyError(reply.reason)
-        return {
-            **answer_columns(reply.text, mode=self.model.options.reasoning, finish_reason=reply.finish_reason,
-                             max_tokens=int(row["max_tokens"]), reasoning=reply.reasoning,
-                             reasoning_tokens=reply.n_reasoning_tokens),
-            "n_prompt_tokens": reply.n_prompt_tokens,
-            "n_completion_tokens": reply.n_completion_tokens,
-            "finish_reason": reply.finish_reason,
-            "engine": self.name,
-        }
+        return reply_columns(self.model, row, json.loads(raw.http_response.content), self.name)
+
+
+def reply_columns(model: ModelSpec, row: dict, payload: Any, engine: str) -> dict:
+    """The result columns of one reply's JSON (type-checked; `ReplyError` when it is no usable answer):
+    the one place both the synchronous and the Batch API paths turn a reply into a row."""
+    reply = parse_reply(payload, row["prompting"])
+    if reply.reason is not None:
+        raise ReplyError(reply.reason)
+    return {
+        **answer_columns(reply.text, mode=model.options.reasoning, finish_reason=reply.finish_reason,
+                         max_tokens=int(row["max_tokens"]), reasoning=reply.reasoning,
+                         reasoning_tokens=reply.n_reasoning_tokens),
+        "n_prompt_tokens": reply.n_prompt_tokens,
+        "n_completion_tokens": reply.n_completion_tokens,
+        "finish_reason": reply.finish_reason,
+        "engine": engine,
+    }
+
+
+def request_body(model: ModelSpec, row: dict) -> tuple[str, dict[str, Any]]:
+    """The endpoint path and JSON body of one request row, as the synchronous path sends it."""
+    body: dict[str, Any] = {
+        "model": model.source, "temperature": float(row["temperature"]), "top_p": float(row["top_p"]),
+        "max_tokens": int(row["max_tokens"]), "seed": int(row["seed"]),
+    }
+    schema = row.get("json_schema")
+    if row["prompting"] == "chat":
+        if schema:
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "answer", "schema": json.loads(schema), "strict": True}}
+        return "/v1/chat/completions", {**body, "messages": [{"role": "user", "content": row["prompt"]}]}
+    if schema:
+        body["structured_outputs"] = {"json": json.loads(schema)}
+    return "/v1/completions", {**body, "prompt": row["prompt"]}

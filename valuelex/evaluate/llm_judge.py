@@ -41,6 +41,7 @@ from valuelex.evaluate.systems import ValueSystem
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
+    from valuelex.budget import Ledger
     from valuelex.engines.base import Engine
     from valuelex.evaluate.config import EvaluationSpec
     from valuelex.spec import ModelSpec
@@ -308,13 +309,15 @@ class LLMJudge:
         self.use_gpu = use_gpu  # None: the judge gets GPUs when the cluster has any
         self.name = f"llm:{model.name}"
         self._engine = engine
+        self.ledger: Ledger | None = None  # the study's budget for judging (`valuelex.budget`), set per run
+        self.journal: Any = None  # where an options.batch judge journals its Batch API jobs (the run store's)
 
     @property
     def engine(self) -> Engine:
         if self._engine is None:
             from valuelex.engines.base import build_engine
 
-            self._engine = build_engine(self.model, use_gpu=self.use_gpu)
+            self._engine = build_engine(self.model, use_gpu=self.use_gpu, journal=self.journal)
         return self._engine
 
     def key(self, system: ValueSystem) -> str:
@@ -330,8 +333,16 @@ class LLMJudge:
         return f"{self.name}#{digest}@{system.fingerprint()}"
 
     def _generate(self, requests: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-        """Result rows in batches of `batch_rows`, as the engine finishes them (never all held at once)."""
-        for batch in self.engine.generate(requests, batch_rows=self.batch_rows):
+        """Result rows in batches of `batch_rows` as the engine finishes them; with a `ledger` (budget), each
+        block of `batch_rows` requests is sent only once its estimate (``ledger.estimates``) fits the caps."""
+        ledger = self.ledger
+        if ledger is None:
+            for batch in self.engine.generate(requests, batch_rows=self.batch_rows):
+                yield batch.to_pylist()
+            return
+        gated = ledger.gate(requests, self.model, ledger.estimates[self.model.name], self.batch_rows)
+        for batch in self.engine.generate(gated, batch_rows=self.batch_rows):
+            ledger.settle_table(self.model.name, batch)
             yield batch.to_pylist()
 
     def judge(self, completions: list[dict[str, Any]], system: ValueSystem,
@@ -344,7 +355,8 @@ class LLMJudge:
         not once per system (minutes per start for a large judge on GPUs). `order_variant` 1 shows
         the examples in the other order of the position check."""
         judge_tasks(tasks, self._generate, judge=self.name, key=self.key, prompting=self.model.prompting,
-                    spec=self.spec, order_variant=order_variant)
+                    spec=self.spec, order_variant=order_variant,
+                    halted=lambda: self.ledger is not None and self.ledger.stopped is not None)
 
 
 def _missing_to_none(value: Any) -> Any:
@@ -388,6 +400,7 @@ class _Item:
 def judge_tasks(
     tasks: list[JudgeTask], generate: Callable[[list[dict[str, Any]]], Iterable[list[dict[str, Any]]]],
     *, judge: str, key: Callable[[ValueSystem], str], prompting: str, spec: EvaluationSpec, order_variant: int = 0,
+    halted: Callable[[], bool] | None = None,
 ) -> None:
     """The judge loop: request, parse, retry the unusable answers with a new seed, keep every row.
 
@@ -398,7 +411,9 @@ def judge_tasks(
     what was judged; a completion still unusable after ``1 + spec.max_judge_retries`` attempts goes
     to `sink` as an invalid row, with the batch of its last answer, whose reason says what was wrong
     with that answer (a prompt too long for the judge's context is not retried). A blank completion
-    is not sent: it is stored invalid ("empty response").
+    is not sent: it is stored invalid ("empty response"). When `halted()` says so after an attempt
+    (a budget cap stopped the requests), the loop ends there: what was judged valid is stored, the
+    rest is left unjudged for the next run (a completion left waiting for a retry is asked anew).
     """
     attempts = spec.max_judge_retries + 1
     items: dict[str, _Item] = {}
@@ -474,6 +489,8 @@ def judge_tasks(
                     still.add(rid)
             if done:
                 store(done)
+        if halted is not None and halted():
+            return
         for rid in waiting:  # rows the engine never returned
             items[rid].failure = ("engine returned no row", None)
             still.add(rid)

@@ -172,14 +172,32 @@ def evaluate(ctx: RunContext, systems: list[ValueSystem], judge: Any, *, generat
         report = generate_missing(ctx, "completion", samples)
         completion.merge(report)
         log.info("completion stage: %s rows generated, %s failed", report.generated_rows, report.failed_rows)
+        if report.ledger is not None and report.ledger.stopped:  # a budget cap: recorded, exit 2
+            from valuelex.budget import BudgetReached
+
+            part = {"started": completion_started, **completion.summary()}
+            raise BudgetReached(report.ledger.message(),
+                                StageResult({"study": study.name, "out": store.uri}, {"completion": part}))
         if failure := completion.failure():  # no completion of any round succeeded: recorded, and exit non-zero
             part = {"started": completion_started, **completion.summary()}
             raise StageFailed(failure, StageResult({"study": study.name, "out": store.uri}, {"completion": part}))
 
+    ledger = None
+
     def judge_all(samples: int) -> pd.DataFrame:
+        nonlocal ledger
+        if hasattr(judge, "ledger"):  # an LLM judge: the budget's caps, over what the store has spent by now
+            from valuelex.budget import for_stage
+            from valuelex.plan import judge_estimate
+
+            judge.ledger = ledger = for_stage(study, "judging", store)
+            ledger.estimates[judge.model.name] = judge_estimate(spec, judge.model)
+        if hasattr(judge, "journal") and hasattr(judge, "model"):  # a Batch API judge journals under the run
+            judge.journal = store.batch_journal(layout.JUDGMENTS, judge.model.name)
         for name, counts in judge_pending(store, study, systems, judge, max_samples=samples).items():
             for k, v in counts.items():
                 per_system[name][k] = per_system[name].get(k, 0) + v if k in ("judged", "invalid") else v
+        stopped()
         return score_systems(store, study, systems, judge, samples)
 
     def g_table(samples: int) -> pd.DataFrame:
@@ -189,6 +207,16 @@ def evaluate(ctx: RunContext, systems: list[ValueSystem], judge: Any, *, generat
         return pd.concat([g_coefficients(dimension_values(jt.conform(store.judgments(
             s, judge_key=judge.key(s), study=study, max_samples=samples), s), s), s) for s in systems],
             ignore_index=True)
+
+    def stopped() -> None:
+        """A budget cap stopped the judge: the judgments so far are stored, scores are not; exit 2."""
+        if ledger is not None and ledger.stopped:
+            from valuelex.budget import BudgetReached
+
+            summary = {"study": study.name, "out": store.uri, "judge": judge.name, "systems": per_system,
+                       **ledger.record()}
+            parts = {"completion": {"started": completion_started, **completion.summary()}} if generate else {}
+            raise BudgetReached(ledger.message(), StageResult(summary, parts=parts))
 
     adaptive = None
     if spec.adaptive.enabled:
@@ -206,6 +234,7 @@ def evaluate(ctx: RunContext, systems: list[ValueSystem], judge: Any, *, generat
         from valuelex.evaluate.position import run_position_check
 
         position = run_position_check(store, study, systems, judge, samples=samples, rows=spec.position_check_rows)
+        stopped()
     summary = {
         "study": study.name, "out": store.uri, "judge": judge.name, "samples": samples, "adaptive": adaptive,
         "systems": per_system, "scores_file": f"{store.uri}/{layout.SCORES}",
@@ -213,6 +242,8 @@ def evaluate(ctx: RunContext, systems: list[ValueSystem], judge: Any, *, generat
             scores["model"]).first().sum()) for s in systems},
         "seconds": round(time.monotonic() - started, 2),
     }
+    if ledger is not None:
+        summary.update(ledger.record())
     if position is not None:
         summary["position_check"] = {name: part.get("disagreement_rate") for name, part in position["systems"].items()}
     store.write_evaluation_summary(summary)

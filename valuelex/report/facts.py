@@ -309,6 +309,32 @@ def _versions_table(data: RunData) -> TableItem:
                                         "the stages recorded, where they did.")
 
 
+def _spending(data: RunData) -> TableItem | None:
+    """What each stage has spent over the whole output (its record's ``spent``, `valuelex.budget`), its caps,
+    and the cap that stopped it; None when no stage recorded spending."""
+    rows = []
+    for stage, name in (("elicitation", "elicitation"), ("completion", "completion"), ("evaluation", "judging")):
+        record = data.stage_records.get(stage) or {}
+        spent = record.get("spent")
+        if not isinstance(spent, dict):
+            continue
+        budget = record.get("budget") or {}
+        caps = [f"run: {k} {v:g}" for k, v in budget.items() if k in ("max_usd", "max_tokens")]
+        caps += [f"{name}: {k} {v:g}" for k, v in (budget.get("stages", {}).get(name) or {}).items()]
+        total, this_run = spent.get("stage", {}), spent.get("this_run", {})
+        rows.append([name, fmt_int(total.get("tokens")), f"${total.get('usd', 0):.4f}",
+                     f"{fmt_int(this_run.get('tokens'))} / ${this_run.get('usd', 0):.4f}", "; ".join(caps) or "none",
+                     truncate(str(record.get("budget_reached") or "no"), 160)])
+    if not rows:
+        return None
+    return TableItem(id="table-spending", title="Spending (tokens and USD at list prices)",
+                     columns=["Stage", "Tokens (all runs)", "USD (all runs)", "Last run", "Budget caps",
+                              "Stopped by a cap"], rows=rows,
+                     caption="Prompt + completion tokens of every stored row, failed attempts included; USD at the "
+                             "price table's list prices (vLLM models: own hardware, $0). A stage stopped by a cap "
+                             "kept every finished row; a rerun with a higher cap finishes the rest.")
+
+
 def facts_section(data: RunData) -> Section:
     section = Section(id="facts", title="Run facts")
     section.add(Subheading(id="stages", text="Stages"))
@@ -325,6 +351,9 @@ def facts_section(data: RunData) -> Section:
     section.add(per_model, reasons)
     if per_model is None and reasons is None:
         section.add(Notice("No elicitation, completion or judgment rows are stored.", id="notice-counts-missing"))
+    spending = _spending(data)
+    if spending is not None:
+        section.add(Subheading(id="spending", text="Spending"), spending)
     section.add(Subheading(id="judge", text="Judge"))
     section.add(*_judge_items(data))
     section.add(Subheading(id="software", text="Software"))

@@ -14,6 +14,7 @@
                                         verdicts, devset, paraphrase[_components] (`valuelex.quality`)
     stages/<stage>.json                 what each stage did (written by the runner)
     logs/<stage>.log                    the stage's own and its libraries' output (`valuelex.console`)
+    batches/<table>/<model>.json        submitted Batch API jobs and their request ids (`engines.openai_batch`)
     report/                             the default report folder
     .valuelex.lock                      held while a command writes the run (`valuelex.store.lock`)
 """
@@ -56,6 +57,11 @@ def stage_record(stage: str) -> str:
 def stage_log(stage: str) -> str:
     """``logs/<stage>.log``, the name made safe as one path part."""
     return f"{LOGS}/" + (re.sub(r"[^A-Za-z0-9_.-]+", "_", stage).strip("._") or "stage") + ".log"
+
+def batch_journal(table: str, model: str) -> str:
+    """``batches/<table>/<model>.json``: the Batch API jobs a model's requests for one table went out in."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model).strip("._") or "model"
+    return f"batches/{re.sub(r'[^A-Za-z0-9_.-]+', '_', table).strip('._')}/{safe}.json"
 
 
 def judgments_table(system_name: str) -> str:

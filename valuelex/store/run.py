@@ -218,6 +218,10 @@ class RunStore:
 
         return path, publish
 
+    def batch_journal(self, table: str, model: str) -> BatchJournal:
+        """Where the Batch API jobs of one model's requests for `table` are journaled (`layout.batch_journal`)."""
+        return BatchJournal(self.root, layout.batch_journal(table, model))
+
     def evaluation_summary(self) -> dict[str, Any] | None:
         return self.root.read_json(layout.EVALUATION)
 
@@ -475,3 +479,16 @@ def _one_per_completion(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 __all__ = ["RunStore", "TaxonomyFile", "latest_per_row"]
+
+
+class BatchJournal:
+    """One JSON document of submitted Batch API jobs, published whole (a reader never sees half of one)."""
+
+    def __init__(self, root: OutputRoot, relpath: str):
+        self.root, self.relpath = root, relpath
+
+    def read(self) -> dict[str, Any]:
+        return self.root.read_json(self.relpath) or {"batches": []}
+
+    def write(self, document: dict[str, Any]) -> None:
+        self.root.write_json(self.relpath, document)

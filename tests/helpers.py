@@ -75,3 +75,22 @@ def evaluate_stored(study: Any, out: str, judge: Any) -> dict[str, Any]:
 
     stage = EvaluationStage(judge=judge, generate=False)
     return run_stages(RunContext(study, RunStore(out)), [stage])["evaluation"].summary
+
+
+class RuleJudge:
+    """A test judge whose scores follow a rule: ``scores(row, system)`` gives {leaf key: 0..6}, or None
+    for an invalid judgment with ``reason(row)``; `extra` goes into every judgment (e.g. token counts)."""
+
+    kind = "test"
+
+    def __init__(self, name: str, scores: Any, reason: Any = None, **extra: Any) -> None:
+        self.name, self.scores, self.reason, self.extra = name, scores, reason, extra
+
+    def key(self, system: Any) -> str:
+        return f"{self.name}@{system.fingerprint()}"
+
+    def judge(self, completions: list[dict], system: Any, sink: Any) -> None:
+        from valuelex.evaluate import judgments as jt
+
+        sink([jt.judgment(row, system, judge=self.name, judge_key=self.key(system), scores=self.scores(row, system),
+                          reason=self.reason(row) if self.reason else None, **self.extra) for row in completions])

@@ -13,6 +13,7 @@ import json
 import subprocess
 import time
 import urllib.request
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,10 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 from typer.testing import CliRunner
 
-from tests.helpers import evaluate_stored, write_study
+from tests.helpers import RuleJudge, evaluate_stored, write_study
 from valuelex import grid
 from valuelex.annotate import annotate, sample_completions
 from valuelex.cli import app
-from valuelex.evaluate import judgments as jt
 from valuelex.evaluate.systems import load_value_system
 from valuelex.generate import conform
 from valuelex.spec import load_study
@@ -42,26 +42,8 @@ def planted(row_id: str, key: str) -> int:
     return int(hashlib.md5(f"{row_id}|{key}".encode()).hexdigest()[:6], 16) % 7
 
 
-class PlantedJudge:
-    name = "test:planted"
-    kind = "test"
-
-    def key(self, system: Any) -> str:
-        return f"{self.name}@{system.fingerprint()}"
-
-    def judge(self, completions: list[dict], system: Any, sink: Any) -> None:
-        sink(
-            [
-                jt.judgment(
-                    row,
-                    system,
-                    judge=self.name,
-                    judge_key=self.key(system),
-                    scores={k: planted(row["row_id"], k) for k in system.leaf_keys()},
-                )
-                for row in completions
-            ]
-        )
+PlantedJudge = partial(RuleJudge, "test:planted", lambda row, system: {k: planted(row["row_id"], k)
+                                                                          for k in system.leaf_keys()})
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.fault_server import FaultServer
-from tests.helpers import evaluate_stored, write_study
+from tests.helpers import RuleJudge, evaluate_stored, write_study
 from valuelex.cli import app
-from valuelex.evaluate import judgments as jt
 from valuelex.spec import load_study
 from valuelex.status import run_status
 from valuelex.store import OutputLock, OutputRoot
@@ -45,30 +45,11 @@ def served(name: str, base_url: str) -> dict[str, Any]:
     }
 
 
-class HalfInvalidJudge:
-    """Valid scores (all 3) for config t0.7, invalid ("not JSON", 7 prompt tokens each) for t1.0."""
-
-    name = "test:half"
-    kind = "test"
-
-    def key(self, system: Any) -> str:
-        return f"{self.name}@{system.fingerprint()}"
-
-    def judge(self, completions: list[dict], system: Any, sink: Any) -> None:
-        sink(
-            [
-                jt.judgment(
-                    row,
-                    system,
-                    judge=self.name,
-                    judge_key=self.key(system),
-                    scores=None if row["config"] == "t1.0" else dict.fromkeys(system.leaf_keys(), 3),
-                    reason="not JSON" if row["config"] == "t1.0" else None,
-                    n_prompt_tokens=7,
-                )
-                for row in completions
-            ]
-        )
+# valid scores (all 3) for config t0.7, invalid ("not JSON", 7 prompt tokens each) for t1.0
+HalfInvalidJudge = partial(
+    RuleJudge, "test:half",
+    lambda row, system: None if row["config"] == "t1.0" else dict.fromkeys(system.leaf_keys(), 3),
+    lambda row: "not JSON" if row["config"] == "t1.0" else None, n_prompt_tokens=7)
 
 
 def make_run(tmp: Path, out: str) -> None:

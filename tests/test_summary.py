@@ -6,14 +6,13 @@ so every CI collapses onto w and the table's cells are known exactly.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from tests.helpers import evaluate_stored, write_study
+from tests.helpers import RuleJudge, evaluate_stored, write_study
 from tests.test_evaluate_stage import fill_completions
-from valuelex.evaluate import judgments as jt
 from valuelex.evaluate.systems import load_value_system
 from valuelex.spec import load_study
 from valuelex.store import RunStore
@@ -22,26 +21,8 @@ from valuelex.summary import cell, format_summary
 PLANTED = {"smollm2": 3, "gemma3-270m": 6}
 
 
-class PlantedJudge:
-    name = "test:planted"
-    kind = "test"
-
-    def key(self, system: Any) -> str:
-        return f"{self.name}@{system.fingerprint()}"
-
-    def judge(self, completions: list[dict], system: Any, sink: Any) -> None:
-        sink(
-            [
-                jt.judgment(
-                    row,
-                    system,
-                    judge=self.name,
-                    judge_key=self.key(system),
-                    scores=dict.fromkeys(system.leaf_keys(), PLANTED[row["model"]]),
-                )
-                for row in completions
-            ]
-        )
+PlantedJudge = partial(RuleJudge, "test:planted",
+                       lambda row, system: dict.fromkeys(system.leaf_keys(), PLANTED[row["model"]]))
 
 
 def test_summary_shows_planted_scores_verdicts_stage_times_and_the_report_uri(tmp_path: Path) -> None:

@@ -34,10 +34,10 @@ from valuelex.report.figures import (
     slug,
 )
 from valuelex.report.load import RunData
+from valuelex.store import layout
 
 TITLE = "Can these scores be trusted?"
-RELIABILITY_TABLES = ("components", "coefficients", "dstudy", "consistency", "judge", "verdicts", "devset",
-                      "paraphrase", "paraphrase_components")  # mtmm: the validity section
+SHOWN_TABLES = tuple(t for t in layout.RELIABILITY_TABLES if not t.startswith("mtmm"))  # mtmm: validity section
 COMPONENT_ORDER = ("model", "model×stem", "model×config", "model×stem×config", "model×stem×config,residual",
                    "stem", "config", "stem×config", "residual")
 
@@ -256,7 +256,7 @@ def _first_notice(coef: pd.DataFrame) -> str:
 def reliability_section(data: RunData, writer: FigureWriter) -> Section:
     section = Section(id="reliability", title=TITLE)
     q = {name: frame for name, frame in data.quality.items()
-         if frame is not None and len(frame) and name in RELIABILITY_TABLES}
+         if frame is not None and len(frame) and name in SHOWN_TABLES}
     if not q:
         section.status = "missing"
         section.add(Notice("The reliability stage has not run on this run: `valuelex reliability RUN` computes "

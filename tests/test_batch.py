@@ -103,7 +103,7 @@ def test_a_driver_killed_while_its_batch_runs_resumes_polling_and_submits_nothin
             assert driver.poll() is None, driver.communicate()[1][-3000:]
             _wait(
                 lambda: journal.exists() and json.loads(journal.read_text())["batches"][0]["batch_id"],
-                30,
+                120,  # a loaded 2-core machine: the journal write follows the create by seconds
                 "the journaled batch id",
             )
         finally:

@@ -94,3 +94,10 @@ class RuleJudge:
 
         sink([jt.judgment(row, system, judge=self.name, judge_key=self.key(system), scores=self.scores(row, system),
                           reason=self.reason(row) if self.reason else None, **self.extra) for row in completions])
+
+
+def judged_by_api() -> dict[str, Any]:
+    """A small study part judged by the study's model ``api`` (the budget and batch judge tests)."""
+    return {"samples": 2, "prompts": {"elicitation": ["q01"], "stems": ["s01", "s02"]},
+            "evaluation": {"judge": "llm", "judge_model": "api", "systems": ["mft"], "bootstrap_resamples": 50,
+                           "max_judge_retries": 0}}

@@ -19,7 +19,7 @@ import yaml
 
 from tests.fake_batch_server import FakeBatchServer
 from tests.fault_server import FaultServer
-from tests.helpers import elicit, study_dict
+from tests.helpers import elicit, judged_by_api, study_dict
 from valuelex.spec import Study
 from valuelex.store import OutputRoot
 
@@ -191,17 +191,7 @@ def test_the_llm_judge_goes_through_the_batch_api_too(tmp_path: Path, ray_local:
     out = str(tmp_path / "out")
     with FakeBatchServer(respond=respond) as server:
         document = _document(server.base_url)
-        document.update(
-            samples=2,
-            prompts={"elicitation": ["q01"], "stems": ["s01", "s02"]},
-            evaluation={
-                "judge": "llm",
-                "judge_model": "api",
-                "systems": ["mft"],
-                "bootstrap_resamples": 50,
-                "max_judge_retries": 0,
-            },
-        )
+        document.update(judged_by_api())
         summary = evaluate(Study.model_validate(document), out)
     assert server.created == 2  # the completions' batch, then the judge's
     assert summary["systems"]["mft"]["judged"] == 4 and summary["systems"]["mft"]["invalid"] == 0

@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from tests.fault_server import FaultServer
-from tests.helpers import evaluate, study_dict
+from tests.helpers import evaluate, judged_by_api, study_dict
 from valuelex import grid
 from valuelex.budget import BudgetReached
 from valuelex.cli import app
@@ -151,17 +151,7 @@ def test_the_llm_judge_stops_at_its_stage_cap_and_a_rerun_judges_the_rest(tmp_pa
     with FaultServer(respond=_judge_reply) as server:
         document = _study(server)
         document["models"][0]["options"]["max_retries"] = 0
-        document.update(
-            samples=2,
-            prompts={"elicitation": ["q01"], "stems": ["s01", "s02"]},
-            evaluation={
-                "judge": "llm",
-                "judge_model": "api",
-                "systems": ["mft"],
-                "bootstrap_resamples": 50,
-                "max_judge_retries": 0,
-            },
-        )
+        document.update(judged_by_api())
 
         def run(judging: dict | None) -> Exception | None:
             study = Study.model_validate({**document, "budget": {"stages": {"judging": judging}} if judging else {}})

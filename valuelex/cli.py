@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from valuelex import console
 from valuelex.errors import ValueLexError
 from valuelex.redact import Redactor
 from valuelex.spec import load_study
@@ -83,8 +84,9 @@ def _stage_summary(study: Path, command: str, stage: str, out: str | None, requi
     from valuelex.api import run_study
     from valuelex.api import stage as make_stage
 
-    return run_study(study, out, [make_stage(stage, **options)], require_gpu=require_gpu, wait=wait,
-                     command=f"valuelex {command}", allow_changes=allow_changes).summary()[stage]
+    with console.results_only_on_stdout():
+        return run_study(study, out, [make_stage(stage, **options)], require_gpu=require_gpu, wait=wait,
+                         command=f"valuelex {command}", allow_changes=allow_changes).summary()[stage]
 
 
 @app.command()
@@ -207,8 +209,9 @@ def run(study: StudyArg, out: OutOpt = None, require_gpu: GpuOpt = False, wait: 
     from valuelex.api import run_study
     from valuelex.summary import format_summary
 
-    result = run_study(study, out, require_gpu=require_gpu, wait=wait, command="valuelex run",
-                       allow_changes=allow_changes)
+    with console.results_only_on_stdout():
+        result = run_study(study, out, require_gpu=require_gpu, wait=wait, command="valuelex run",
+                           allow_changes=allow_changes)
     if as_json:
         _print(result.summary())
     else:

@@ -83,6 +83,26 @@ def capturing() -> bool:
     return _terminal is not None
 
 
+@contextlib.contextmanager
+def results_only_on_stdout() -> Iterator[None]:
+    """Quiet mode: while a command runs its stages, fd 1 points at fd 2, so that only the command's
+    result (its summary or ``--json``) reaches stdout: library and worker output that arrives between
+    two stages' captures (Ray forwards workers' lines to the driver's stdout) goes to stderr."""
+    if not _quiet:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def terminal() -> TextIO:
     """The stream for lines meant for the person at the terminal."""
     return _terminal if _terminal is not None else sys.stderr

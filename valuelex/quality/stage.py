@@ -12,7 +12,7 @@ Runs after evaluation. For every judged value system it reads the judgments that
   seed; the embedding judge is deterministic, which the row says instead), and the judge's mean error
   on the packaged control completions; and, when the run holds another judge's judgments of the same
   system version, the two judges' agreement and the self-preference of a judge of a model family
-  (`valuelex.quality.judges`);
+  (`valuelex.quality.two_judges`);
 - ``paraphrase``, ``paraphrase_components``: the spread of each score across the stems' wordings and
   the wording's variance components (`valuelex.quality.paraphrase`), when the study asked paraphrases
   (``prompts.paraphrases``);
@@ -136,7 +136,7 @@ def _judge_rows(judged: pd.DataFrame, system: ValueSystem, spec: ReliabilitySpec
 
 def other_judge_rows(store: Any, study: Study | None, system: ValueSystem, judged: pd.DataFrame) -> list[dict]:
     """`between_judges` rows of the counted judge against every other judge of this system version."""
-    from valuelex.quality.judges import between_judges, judge_facet_rows, judge_family
+    from valuelex.quality.two_judges import between_judges, judge_facet_rows, judge_family
 
     if not len(judged):
         return []

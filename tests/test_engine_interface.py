@@ -5,6 +5,7 @@ stays inside `valuelex.engines`."""
 from __future__ import annotations
 
 import ast
+import itertools
 import threading
 from pathlib import Path
 from typing import Any
@@ -121,3 +122,24 @@ def test_ray_data_stays_inside_the_engines() -> None:
     assert len(files) > 10
     offences = [o for p in sorted(files) for o in _offences(p)]
     assert not offences, offences
+
+
+def test_a_served_engine_gets_the_offline_engines_arguments_as_flags() -> None:
+    """`valuelex.engines.vllm_server`: the api_server's command line says what the pipeline gives vLLM."""
+    from valuelex.engines.vllm import VLLMEngine
+    from valuelex.engines.vllm_server import server_arguments, serves_across_passes
+    from valuelex.spec import ModelSpec
+
+    model = ModelSpec(name="judge", source="org/judge", training="aligned", family="f", prompting="chat",
+                      options={"max_model_len": 2048, "engine_kwargs": {"limit_mm_per_prompt": {"image": 0}}})
+    kwargs, env = VLLMEngine(model).engine_settings(use_gpu=False)
+    args = server_arguments("/models/judge", "judge", kwargs)
+    assert args[:4] == ["--model", "/models/judge", "--served-model-name", "judge"]
+    pairs = dict(itertools.pairwise(args))
+    assert pairs["--max-model-len"] == "2048" and pairs["--dtype"] == "float32"
+    assert "--enforce-eager" in args and "--no-enable-chunked-prefill" in args  # True / False flags
+    assert pairs["--limit-mm-per-prompt"] == '{"image": 0}'
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "auto"
+    assert serves_across_passes(model)
+    assert not serves_across_passes(model.model_copy(update={"options": model.options.model_copy(
+        update={"concurrency": 2})}))

@@ -1,5 +1,6 @@
-"""The LLM judge on the real vLLM CPU engine (ray.data.llm) with SmolLM2-135M-Instruct as judge:
-two value systems judged in one engine run."""
+"""The LLM judge on the real vLLM CPU engine with SmolLM2-135M-Instruct as judge: two value systems
+judged in one engine pass, and the engine kept up across passes and retry rounds
+(`valuelex.engines.vllm_server`: one start per run, issue 20.1)."""
 
 import pytest
 
@@ -30,7 +31,17 @@ def test_llm_judge_on_vllm(ray_local):
              "item_id": item, "sample": 0, "stem": stem, "response": text}
             for i, (item, stem, text) in enumerate(COMPLETIONS)]
     judged: dict[str, list[dict]] = {s.name: [] for s in systems}
-    LLMJudge(model, spec).judge_many([JudgeTask(s, rows, judged[s.name].extend) for s in systems])
+    judge = LLMJudge(model, spec)
+    try:
+        judge.judge_many([JudgeTask(s, rows, judged[s.name].extend) for s in systems])
+        # a second pass through the same engine, every answer cut off at 4 tokens: two attempt rounds
+        cut = LLMJudge(model, spec.model_copy(update={"judge_max_tokens": 4}), judge.engine)
+        retried: list[dict] = []
+        cut.judge_many([JudgeTask(systems[0], rows[:3], retried.extend)])
+        assert [r["attempts"] for r in retried] == [2, 2, 2] and not any(r["valid"] for r in retried)
+        assert judge.engine.starts == 1  # one engine start for two systems, two passes and their retry rounds
+    finally:
+        judge.close()
 
     for system in systems:
         mine = judged[system.name]

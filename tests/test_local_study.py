@@ -48,6 +48,10 @@ def test_every_stage_wrote_its_output(local_run: tuple[Path, dict]) -> None:
     for stage in ("elicitation", "completion", "construction", "evaluation"):
         record = root.read_json(f"stages/{stage}.json")
         assert record is not None and record["seconds"] > 0 and record["versions"]["ray"] == "2.60.0", stage
+    # one vLLM engine start per model for both grids (issue 20.1): 2 where each grid starting its own made 4
+    assert summary["elicitation"]["engine_starts_per_model"] == {m.name: 1 for m in study.models}
+    completion = root.read_json("stages/completion.json")
+    assert completion["generated_with"] == "elicitation" and completion["engine_starts"] == 0
 
 
 def test_construction_made_a_value_system_the_evaluation_used(local_run: tuple[Path, dict]) -> None:

@@ -332,3 +332,33 @@ def test_format_plan_for_the_paper_study() -> None:
     for word in ("elicitation", "completion", "judging (llm:judge-gpt-4o)", "total", "llama2-70b-chat", "gpt-4",
                  "H100 GPU-h", "+ starts", "characters / 4"):
         assert word in text, word
+
+
+def test_plan_counts_one_engine_start_per_model_for_both_grids() -> None:
+    """Completion rows go through the engine elicitation started (`valuelex.generate.shares_engines`);
+    with a budget cap or adaptive M each grid starts its own, so the starts double."""
+    paper = load_study(Path(__file__).resolve().parent.parent / "configs" / "paper.yaml")
+    shared = plan(paper)
+    vllm_models = sum(m.engine == "vllm" for m in paper.models)
+    assert shared["stages"]["elicitation"]["engine_starts"] == vllm_models
+    assert shared["stages"]["completion"]["engine_starts"] == 0
+    assert shared["stages"]["completion"]["start_gpu_hours"] == 0
+    capped = plan(paper.model_copy(update={"budget": paper.budget.model_copy(update={"max_tokens": 10**12})}))
+    assert capped["stages"]["completion"]["engine_starts"] == vllm_models
+    assert math.isclose(capped["totals"]["start_gpu_hours"], 2 * shared["totals"]["start_gpu_hours"])
+    assert "once per model for both grids" in format_plan(shared)
+    assert "once per model per grid" in format_plan(capped)
+
+
+def test_plan_counts_one_start_for_a_served_judge() -> None:
+    """A vLLM judge of one replica stays up across its retry rounds; with two replicas it is an
+    offline pipeline again and every round (1 + max_judge_retries) starts it."""
+    def judging(**options) -> dict:
+        judge = vllm_model("judge", size_b=8, **options)
+        study = study_of(vllm_model("m"), evaluation={"judge": "llm", "judge_model": judge, "max_judge_retries": 2})
+        return plan(study)["stages"]["judging"]
+
+    served, pipelines = judging(), judging(concurrency=2)
+    assert served["engine_starts"] == 1
+    assert pipelines["engine_starts"] == 2 * 3  # replicas x rounds
+    assert math.isclose(pipelines["start_gpu_hours"], 6 * served["start_gpu_hours"])

@@ -66,6 +66,27 @@ def stage(name: str, *, systems: Sequence[str | ValueSystem] | None = None, incl
     raise StudyError(f"stages: unknown stage {name!r} (stages: {', '.join(STAGES)}, completion)")
 
 
+def share_generation(study: Study, stages: list[Stage]) -> list[Stage]:
+    """Elicitation generates the sentence completions too when a later evaluation stage would: each
+    model's engine then starts once for both grids (they do not depend on each other; only judging
+    waits for the taxonomy), unless `valuelex.generate.shares_engines` says no (adaptive M, a cap)."""
+    from dataclasses import replace
+
+    from valuelex.evaluate.stage import EvaluationStage
+    from valuelex.generate import GenerationStage, shares_engines
+
+    first = next((i for i, s in enumerate(stages) if isinstance(s, GenerationStage) and s.stage == "elicitation"
+                  and not s.also and s.samples is None), None)
+    if first is None or not shares_engines(study):
+        return stages
+    later = stages[first + 1:]
+    if not any(isinstance(s, EvaluationStage) and s.generate for s in later):
+        return stages
+    shared = [replace(s, completions_generated_with="elicitation") if isinstance(s, EvaluationStage) and s.generate
+              else s for s in later]
+    return [*stages[:first], replace(stages[first], also=("completion",)), *shared]
+
+
 def run_study(
     study: Study | str | Path, out: str | None = None, stages: Sequence[str | Stage] = STAGES, *,
     systems: Sequence[str | ValueSystem] | None = None, require_gpu: bool = False, report_dir: str | None = None,
@@ -89,6 +110,7 @@ def run_study(
     with_taxonomy = "construction" in names and "evaluation" in names
     chosen = [stage(s, systems=systems, include_taxonomy=with_taxonomy, report_dir=report_dir)
               if isinstance(s, str) else s for s in stages]
+    chosen = share_generation(spec, chosen)
     store = RunStore(out or spec.output_uri)
     with hold(store.uri, command or f"run_study({', '.join(names)})", wait):
         with console.capture(store, "setup", only_on_success=True):  # Ray's start-up output

@@ -59,6 +59,7 @@ class StageReport:
     per_model: dict[str, dict[str, float]] = field(default_factory=dict)
     reasons: Counter[str] = field(default_factory=Counter)  # first line of each failed row's (redacted) error
     ledger: Ledger | None = None  # what the stage spent, and whether a budget cap stopped it
+    engine_starts: dict[str, int] = field(default_factory=dict)  # model -> local engine starts (vLLM)
 
     def add(self, per_model: dict[str, dict[str, float]]) -> None:
         """Count one wave's models (or another report's per-model counts)."""
@@ -68,6 +69,8 @@ class StageReport:
             self.generated_rows += int(counts["generated"])
             self.failed_rows += int(counts["failed"])
             self.completion_tokens += int(counts["tokens"])
+            if counts.get("engine_starts"):
+                self.engine_starts[name] = self.engine_starts.get(name, 0) + int(counts["engine_starts"])
             if counts["generated"]:
                 self.per_model[name] = counts
 
@@ -79,6 +82,8 @@ class StageReport:
         self.completion_tokens += later.completion_tokens
         self.per_model.update(later.per_model)
         self.reasons.update(later.reasons)
+        for name, starts in later.engine_starts.items():
+            self.engine_starts[name] = self.engine_starts.get(name, 0) + starts
         if later.ledger is not None:
             self.ledger = later.ledger  # its spending was read from the store after this round's rows
         self.total_rows = later.total_rows
@@ -103,6 +108,7 @@ class StageReport:
             "rows_generated": self.generated_rows, "rows_failed": self.failed_rows,
             "completion_tokens": self.completion_tokens, "generation_seconds": round(self.seconds, 2),
             "tokens_per_second": round(self.tokens_per_second, 2), "per_model": self.per_model,
+            "engine_starts": sum(self.engine_starts.values()), "engine_starts_per_model": self.engine_starts,
             **(self.ledger.record() if self.ledger is not None else {}),
         }
 
@@ -128,99 +134,182 @@ def run_model(
     samples: int | None = None, use_gpu: bool | None = None, redact: Redactor | None = None,
     reasons: Counter[str] | None = None, truncated: dict[str, int] | None = None, ledger: Ledger | None = None,
 ) -> dict[str, float]:
-    """Generate one model's missing rows; returns its counts (rows, skipped, generated, failed, tokens).
+    """Generate one model's missing rows of one stage; returns its counts (see `run_model_stages`)."""
+    counts = run_model_stages(
+        study, (stage,), model, store, {stage: done}, samples=samples, use_gpu=use_gpu, redact=redact,
+        reasons={stage: reasons if reasons is not None else Counter()}, truncated={stage: truncated or {}},
+        ledgers={stage: ledger},
+    )
+    return counts[stage]
 
-    The grid is walked lazily and handed to the engine as a stream: a study of any M never holds
-    its request rows in memory, and the rows, their ids and seeds are those of `grid.requests`.
-    Each shard's error text goes through `redact` before it is written; the first line of each
-    failed row's error is counted in `reasons`. A row in `truncated` (its thinking ran out of
-    tokens at that limit) is skipped unless the request now allows more tokens. With a `ledger`
-    (the study's budget), each block of `shard_rows` requests is sent only once its estimated cost
-    fits every cap (`valuelex.budget`); the rows after a block that does not fit are not sent.
+
+def run_model_stages(
+    study: Study, stages: tuple[Stage, ...], model: ModelSpec, store: RunStore, done: dict[Stage, set[str]], *,
+    samples: int | None = None, use_gpu: bool | None = None, redact: Redactor | None = None,
+    reasons: dict[Stage, Counter[str]] | None = None, truncated: dict[Stage, dict[str, int]] | None = None,
+    ledgers: dict[Stage, Ledger | None] | None = None,
+) -> dict[Stage, dict[str, float]]:
+    """Generate one model's missing rows of every stage in `stages` through one engine; counts per stage.
+
+    Counts: rows, skipped, generated, failed, tokens, seconds and ``engine_starts`` (the engine
+    starts of this pass, on the first stage's counts; 0 on the others, which shared them). The rows
+    of all stages go to the engine as one stream, so a local engine (vLLM) starts once per model,
+    not once per stage; each result row is stored in its own stage's table (its ``stage`` column).
+    The grids are walked lazily: a study of any M never holds its request rows in memory, and the
+    rows, their ids and seeds are those of `grid.requests`. Each shard's error text goes through
+    `redact` before it is written; the first line of each failed row's error is counted in its
+    stage's `reasons`. A row in `truncated` (its thinking ran out of tokens at that limit) is skipped
+    unless the request now allows more tokens. With a stage's ledger (the study's budget), each
+    block of `shard_rows` requests is sent only once its estimated cost fits every cap
+    (`valuelex.budget`); the rows after a block that does not fit are not sent.
     """
-    truncated = truncated or {}
     redact = redact or Redactor.from_spec(study)
-    total = grid.count(study, stage, model, samples=samples)
-    counts = {"rows": total, "skipped": 0, "generated": 0, "failed": 0, "tokens": 0, "seconds": 0.0}
+    reasons = reasons or {}
+    truncated = truncated or {}
+    ledgers = ledgers or {}
+    counts: dict[Stage, dict[str, float]] = {
+        s: {"rows": grid.count(study, s, model, samples=samples), "skipped": 0, "generated": 0, "failed": 0,
+            "tokens": 0, "seconds": 0.0, "engine_starts": 0}
+        for s in stages
+    }
 
-    def missing() -> Iterator[dict[str, Any]]:
+    def missing(stage: Stage) -> Iterator[dict[str, Any]]:
+        limits = truncated.get(stage, {})
         for row in grid.requests(study, stage, model, samples=samples):
-            if row["row_id"] in done or truncated.get(row["row_id"], -1) >= row["max_tokens"]:
-                counts["skipped"] += 1
+            if row["row_id"] in done[stage] or limits.get(row["row_id"], -1) >= row["max_tokens"]:
+                counts[stage]["skipped"] += 1
             else:
                 yield row
 
-    rows: Iterator[dict[str, Any]] = missing()
-    if ledger is not None:
-        rows = ledger.gate(rows, model, generation_estimate(study, stage, model), study.shard_rows)
+    def gated(stage: Stage) -> Iterator[dict[str, Any]]:
+        ledger = ledgers.get(stage)
+        if ledger is None:
+            return missing(stage)
+        return ledger.gate(missing(stage), model, generation_estimate(study, stage, model), study.shard_rows)
+
+    rows: Iterator[dict[str, Any]] = itertools.chain.from_iterable(gated(s) for s in stages)
     first = next(rows, None)
     if first is None:
-        log.info("%s/%s: all %d rows already stored", stage, model.name, total)
+        log.info("%s/%s: all %d rows already stored", "+".join(stages), model.name,
+                 sum(int(c["rows"]) for c in counts.values()))
         return counts
-    table = store.generation(stage)
-    progress = Progress(f"{stage} {model.name}", total, counts["skipped"])
+    tables = {s: store.generation(s) for s in stages}
+    total = sum(int(c["rows"]) for c in counts.values())
+    skipped = lambda: sum(int(c["skipped"]) for c in counts.values())  # noqa: E731  (grows as the grid is read)
+    progress = Progress(f"{'+'.join(stages)} {model.name}", total, skipped())
     started = time.monotonic()
+    engine = None
     try:
         if model.options.batch:  # Batch API jobs are journaled under the run (`engines.openai_batch`)
-            engine = build_engine(model, use_gpu=use_gpu, journal=store.batch_journal(table.name, model.name))
+            engine = build_engine(model, use_gpu=use_gpu,
+                                  journal=store.batch_journal(tables[stages[0]].name, model.name))
         else:
             engine = build_engine(model, use_gpu=use_gpu)
+        generated = 0
         for batch in engine.generate(itertools.chain([first], rows), batch_rows=study.shard_rows):
-            shard = redact.table(conform(batch))
-            table.write(shard)
-            if ledger is not None:
-                ledger.settle_table(model.name, shard)
-            counts["generated"] += shard.num_rows
-            tokens = int(pc.sum(shard["n_completion_tokens"]).as_py() or 0)
-            counts["tokens"] += tokens
-            errors = [e for e in shard["error"].to_pylist() if e is not None]
-            counts["failed"] += len(errors)
-            if reasons is not None:
-                reasons.update(e.strip().splitlines()[0] if e.strip() else "(no message)" for e in errors)
-            progress.advance(counts["skipped"] + counts["generated"] - progress.done, tokens)
+            tokens = 0
+            for stage, shard in _by_stage(redact.table(conform(batch)), stages):
+                tables[stage].write(shard)
+                if (ledger := ledgers.get(stage)) is not None:
+                    ledger.settle_table(model.name, shard)
+                tokens += _count_shard(shard, counts[stage], reasons.get(stage))
+                generated += shard.num_rows
+            progress.advance(skipped() + generated - progress.done, tokens)
     finally:
         progress.close()
-    counts["seconds"] = round(time.monotonic() - started, 2)
+        counts[stages[0]]["engine_starts"] = getattr(engine, "starts", 0)
+    seconds = round(time.monotonic() - started, 2)
+    for c in counts.values():
+        c["seconds"] = seconds if c["generated"] else 0.0
     return counts
 
 
-def generate_missing(ctx: RunContext, stage: Stage, samples: int | None = None) -> StageReport:
-    """Generate every missing row of a stage for every model of the study, wave after wave.
+def _by_stage(shard: pa.Table, stages: tuple[Stage, ...]) -> Iterator[tuple[Stage, pa.Table]]:
+    """The rows of a result shard per stage (its ``stage`` column), in `stages` order."""
+    if len(stages) == 1:
+        yield stages[0], shard
+        return
+    column = shard["stage"]
+    for stage in stages:
+        part = shard.filter(pc.equal(column, stage))
+        if part.num_rows:
+            yield stage, part
 
-    The models of a wave (the context's placement decision) run side by side. `samples`
-    overrides M (adaptive M asks for more rounds).
+
+def _count_shard(shard: pa.Table, counts: dict[str, float], reasons: Counter[str] | None) -> int:
+    """Add a stored shard to a stage's counts (and its failed rows' first error lines); its tokens."""
+    counts["generated"] += shard.num_rows
+    tokens = int(pc.sum(shard["n_completion_tokens"]).as_py() or 0)
+    counts["tokens"] += tokens
+    errors = [e for e in shard["error"].to_pylist() if e is not None]
+    counts["failed"] += len(errors)
+    if reasons is not None:
+        reasons.update(e.strip().splitlines()[0] if e.strip() else "(no message)" for e in errors)
+    return tokens
+
+
+def generate_missing(ctx: RunContext, stage: Stage, samples: int | None = None) -> StageReport:
+    """Generate every missing row of a stage for every model of the study (see `generate_stages`)."""
+    return generate_stages(ctx, (stage,), samples)[stage]
+
+
+def generate_stages(ctx: RunContext, stages: tuple[Stage, ...], samples: int | None = None) -> dict[Stage, StageReport]:
+    """Generate every missing row of these stages for every model of the study, wave after wave.
+
+    Each model's rows of every stage go through one engine pass (`run_model_stages`). The models of
+    a wave (the context's placement decision) run side by side. `samples` overrides M (adaptive M
+    asks for more rounds).
     """
     study = ctx.require_study()
-    done = ctx.store.generation(stage).done_row_ids()
-    truncated = ctx.store.generation(stage).truncated_limits()
-    report = StageReport(stage=stage)
-    ledger = budget.for_stage(study, stage, ctx.store)
-    report.ledger = ledger
+    ctx.release_engines()  # a judge kept up between judging rounds (adaptive M) frees its GPUs first
+    done = {s: ctx.store.generation(s).done_row_ids() for s in stages}
+    truncated = {s: ctx.store.generation(s).truncated_limits() for s in stages}
+    reports = {s: StageReport(stage=s, ledger=budget.for_stage(study, s, ctx.store)) for s in stages}
+    ledgers = {s: r.ledger for s, r in reports.items()}
     for wave in ctx.model_waves():
         started = time.monotonic()
-        reasons = {m.name: Counter[str]() for m in wave}
+        reasons = {m.name: {s: Counter[str]() for s in stages} for m in wave}
         with ThreadPoolExecutor(max_workers=len(wave)) as pool:
             futures = {
-                m.name: pool.submit(run_model, study, stage, m, ctx.store, done, samples=samples, use_gpu=ctx.use_gpu,
-                                    redact=ctx.redactor, reasons=reasons[m.name], truncated=truncated,
-                                    ledger=ledger)
+                m.name: pool.submit(run_model_stages, study, stages, m, ctx.store, done, samples=samples,
+                                    use_gpu=ctx.use_gpu, redact=ctx.redactor, reasons=reasons[m.name],
+                                    truncated=truncated, ledgers=ledgers)
                 for m in wave
             }
             per_model = {name: future.result() for name, future in futures.items()}
-        if any(c["generated"] for c in per_model.values()):
-            report.seconds += time.monotonic() - started
-        report.add(per_model)
-        for counter in reasons.values():
-            report.reasons.update(counter)
-    return report
+        seconds = time.monotonic() - started
+        for stage, report in reports.items():
+            mine = {name: counts[stage] for name, counts in per_model.items()}
+            if any(c["generated"] for c in mine.values()):
+                report.seconds += seconds
+            report.add(mine)
+            for counter in reasons.values():
+                report.reasons.update(counter[stage])
+    return reports
+
+
+def shares_engines(study: Study) -> bool:
+    """Whether elicitation and completion go through one engine pass per model (`GenerationStage.also`):
+    not with adaptive M (its rounds decide M as they go) nor under a spending cap (a stage's ledger
+    reserves for its own requests only; two stages in one stream could cross a cap)."""
+    caps = [study.budget, *study.budget.stages.values()]
+    uncapped = all(cap.max_usd is None and cap.max_tokens is None for cap in caps)
+    return uncapped and not study.evaluation.adaptive.enabled
 
 
 @dataclass(frozen=True)
 class GenerationStage:
-    """Elicitation (15 prompts) or sentence completion (50 stems) as a stage of the study."""
+    """Elicitation (15 prompts) or sentence completion (50 stems) as a stage of the study.
+
+    `also`: later generation stages whose rows go through the same engine pass (one engine start
+    per model for both grids: completion does not depend on elicitation, only judging waits for the
+    taxonomy). Their counts are recorded as parts (``stages/<also>.json``, ``generated_with`` this
+    stage); their failures are left to the stage that needs them (evaluation retries failed rows).
+    """
 
     stage: Stage
     samples: int | None = None
+    also: tuple[Stage, ...] = ()
 
     @property
     def name(self) -> str:
@@ -230,8 +319,12 @@ class GenerationStage:
         return True
 
     def run(self, ctx: RunContext) -> StageResult:
-        report = generate_missing(ctx, self.stage, self.samples)
-        result = StageResult({"output": ctx.store.uri, **report.summary()})
+        started = time.time()
+        reports = generate_stages(ctx, (self.stage, *self.also), self.samples)
+        report = reports[self.stage]
+        parts = {s: {"started": started, "output": ctx.store.uri, "generated_with": self.stage, **reports[s].summary()}
+                 for s in self.also}
+        result = StageResult({"output": ctx.store.uri, **report.summary()}, parts)
         if report.ledger is not None and report.ledger.stopped:
             raise BudgetReached(report.ledger.message(), result)
         if failure := report.failure():

@@ -14,7 +14,10 @@ and GPU-hours are estimates from documented figures in ``valuelex/data/throughpu
 - GPU-hours (vLLM models only): prompt tokens / prefill throughput + completion tokens / decode
   throughput, per GPU, for the model's size bucket on the reference GPU (H100), / 3600. Engine
   starts (weights load, profiling, CUDA graphs: ``engine_start_minutes`` x the GPUs of every
-  replica, once per model per stage, per value system when judging) are reported apart as
+  replica, once per model for both generation grids (the completion rows go through the engine
+  elicitation started, `valuelex.generate.shares_engines`; once per grid with adaptive M or a
+  budget cap), once per run for a vLLM judge of one replica (`valuelex.engines.vllm_server`; else
+  once per attempt round)) are reported apart as
   ``start_gpu_hours``: they do not grow with M. The judge's shared instructions are counted as
   prompt tokens but, served from vLLM's prefix cache, mostly cost no prefill
   (``judge_prefix_cached``);
@@ -146,7 +149,7 @@ def plan(study: Study, throughput_overrides: str | Path | Mapping[str, Any] | No
     Returns a JSON-ready dict: ``study``, ``samples``, ``shape`` (model and config counts),
     ``stages`` (``elicitation``, ``completion``, ``judging``: each with ``grid_rows``, ``requests``,
     ``prompt_tokens``, ``completion_tokens``, ``gpu_hours`` (generation: linear in M),
-    ``start_gpu_hours`` (engine starts), ``api`` and ``per_model``),
+    ``start_gpu_hours`` and ``engine_starts`` (engine starts: replicas x starts), ``api`` and ``per_model``),
     ``totals``, ``per_model`` (GPU-hours and tokens over all stages) and ``assumptions``.
     Token counts are expected values (floats); row and request counts are exact integers.
     """
@@ -161,8 +164,11 @@ def plan(study: Study, throughput_overrides: str | Path | Mapping[str, Any] | No
         notes.append(f"size_b unknown, planned as {figures['unknown_size_bucket']}: {', '.join(unknown)}")
 
     stages: dict[str, dict[str, Any]] = {}
+    from valuelex.generate import shares_engines  # generate imports this module
+
+    shared = shares_engines(study)
     stages["elicitation"] = _generation(study, "elicitation", study.samples, figures)
-    stages["completion"] = _generation(study, "completion", eval_samples, figures)
+    stages["completion"] = _generation(study, "completion", eval_samples, figures, starts=0 if shared else 1)
     stages["judging"] = _judging(study, stages["completion"], figures, notes)
 
     per_model: dict[str, dict[str, Any]] = {}
@@ -173,7 +179,9 @@ def plan(study: Study, throughput_overrides: str | Path | Mapping[str, Any] | No
                 "gpus_per_replica": row["gpus_per_replica"], "requests": 0, "prompt_tokens": 0,
                 "completion_tokens": 0, "gpu_hours": None if row["gpu_hours"] is None else 0.0,
                 "start_gpu_hours": None if row["start_gpu_hours"] is None else 0.0, "reasoning_tokens": 0,
+                "engine_starts": 0,
             })
+            total["engine_starts"] += row["engine_starts"]
             total["reasoning_tokens"] += row.get("reasoning_tokens", 0)
             for key in ("requests", "prompt_tokens", "completion_tokens"):
                 total[key] += row[key]
@@ -181,7 +189,8 @@ def plan(study: Study, throughput_overrides: str | Path | Mapping[str, Any] | No
                 if row[key] is not None:
                     total[key] = (total[key] or 0.0) + row[key]
     totals = {key: sum(s[key] for s in stages.values()) for key in (
-        "grid_rows", "requests", "prompt_tokens", "completion_tokens", "gpu_hours", "start_gpu_hours")}
+        "grid_rows", "requests", "prompt_tokens", "completion_tokens", "gpu_hours", "start_gpu_hours",
+        "engine_starts")}
     totals["api"] = {key: sum(s["api"][key] for s in stages.values())
                      for key in ("requests", "prompt_tokens", "completion_tokens")}
     totals["reasoning_tokens"] = sum(s.get("reasoning_tokens", 0) for s in stages.values())
@@ -251,6 +260,7 @@ def _model_row(model: ModelSpec, figures: Mapping[str, Any], requests: int, prom
         "requests": requests, "prompt_tokens": prompt, "completion_tokens": completion,
         "gpu_hours": gpu_hours(prompt, completion, bucket) if bucket else None,
         "start_gpu_hours": start if requests else (0.0 if bucket else None),
+        "engine_starts": starts * opts.concurrency if vllm and requests else 0,
     }
 
 
@@ -264,6 +274,7 @@ def _summed(rows: list[dict[str, Any]], grid_rows: int, **extra: Any) -> dict[st
         "completion_tokens": sum(r["completion_tokens"] for r in gpu),
         "gpu_hours": sum(r["gpu_hours"] for r in gpu),
         "start_gpu_hours": sum(r["start_gpu_hours"] for r in gpu),
+        "engine_starts": sum(r["engine_starts"] for r in gpu),
         "api": {key: sum(r[key] for r in api) for key in ("requests", "prompt_tokens", "completion_tokens")},
         "reasoning_tokens": sum(r.get("reasoning_tokens", 0) for r in rows),
         "per_model": rows,
@@ -271,8 +282,10 @@ def _summed(rows: list[dict[str, Any]], grid_rows: int, **extra: Any) -> dict[st
     }
 
 
-def _generation(study: Study, stage: Stage, samples: int, figures: Mapping[str, Any]) -> dict[str, Any]:
-    """One request per grid row; tokens from the exact prompts the grid will send (every wording)."""
+def _generation(study: Study, stage: Stage, samples: int, figures: Mapping[str, Any],
+                starts: int = 1) -> dict[str, Any]:
+    """One request per grid row; tokens from the exact prompts the grid will send (every wording).
+    `starts`: engine starts per model (0 where another grid's engine pass carries these rows)."""
     items = [wording for _, wording in grid.wordings(study, stage)]
     rows = []
     for model in study.models:
@@ -284,10 +297,11 @@ def _generation(study: Study, stage: Stage, samples: int, figures: Mapping[str, 
         per_item = [(min(grid.token_limit(model, c), c.max_tokens * fill + budget),
                      min(grid.token_limit(model, c), budget)) for c in study.decoding]
         completion = sum(total for total, _ in per_item) * len(items) * samples
-        row = _model_row(model, figures, grid.count(study, stage, model, samples=samples), prompt, completion)
+        row = _model_row(model, figures, grid.count(study, stage, model, samples=samples), prompt, completion,
+                         starts=starts)
         row["reasoning_tokens"] = sum(thought for _, thought in per_item) * len(items) * samples
         rows.append(row)
-    return _summed(rows, grid.count(study, stage, samples=samples), samples=samples)
+    return _summed(rows, grid.count(study, stage, samples=samples), samples=samples, shared_engine=not starts)
 
 
 def generation_estimate(study: Study, stage: Stage, model: ModelSpec,
@@ -348,9 +362,12 @@ def _judging(study: Study, completion: dict[str, Any], figures: Mapping[str, Any
     completion_tokens = requests * min(
         grid.token_limit(judge, _judge_config(spec)),
         spec.judge_max_tokens * float(figures["judge_fill_fraction"]) + (judge.options.reasoning_budget or 0))
-    # every system is judged in one engine run per attempt; a large study always has some answer
-    # to retry, so every retry round (an engine start each) happens
-    row = _model_row(judge, figures, round(requests), prompt, completion_tokens, starts=spec.max_judge_retries + 1)
+    # every system is judged in one engine pass per attempt round; a served judge stays up across the
+    # rounds (one start); else a large study always has some answer to retry, so every round starts one
+    from valuelex.engines.vllm_server import serves_across_passes
+
+    starts = 1 if serves_across_passes(judge) else spec.max_judge_retries + 1
+    row = _model_row(judge, figures, round(requests), prompt, completion_tokens, starts=starts)
     if row["gpu_hours"] is not None:  # the shared instructions come from vLLM's prefix cache: no prefill
         row["gpu_hours"] = gpu_hours(prompt - cached, completion_tokens, bucket_for(judge.size_b, figures))
     return {**_summed([row], completions * len(systems)), "judge": f"llm:{judge.name}", "systems": systems}
@@ -420,12 +437,12 @@ def format_plan(p: Mapping[str, Any]) -> str:
         "",
     ]
     header = ["stage", "grid rows", "vLLM requests", "prompt tok", "completion tok", f"{gpu} GPU-h",
-              "+ starts", "API requests", "API prompt tok", "API completion tok"]
+              "+ starts", "starts", "API requests", "API prompt tok", "API completion tok"]
     rows = []
     for name, s in [*p["stages"].items(), ("total", p["totals"])]:
         label = name if name != "judging" else f"judging ({s.get('judge', '')})"
         rows.append([label, _n(s["grid_rows"]), _n(s["requests"]), _n(s["prompt_tokens"]), _n(s["completion_tokens"]),
-                     _h(s["gpu_hours"]), _h(s["start_gpu_hours"]), _n(s["api"]["requests"]),
+                     _h(s["gpu_hours"]), _h(s["start_gpu_hours"]), str(s["engine_starts"]), _n(s["api"]["requests"]),
                      _n(s["api"]["prompt_tokens"]), _n(s["api"]["completion_tokens"])])
     lines += _table(header, rows)
     judging = p["stages"]["judging"]
@@ -456,7 +473,10 @@ def format_plan(p: Mapping[str, Any]) -> str:
     lines += [
         "",
         f"GPU-h: generation on {assumptions['reference_gpu']} (grows linearly with M); '+ starts': engine starts "
-        "(load, profile, CUDA graphs), once per model per stage.",
+        "(load, profile, CUDA graphs): " + ("once per model for both grids (completion shares elicitation's)"
+                                           if p["stages"]["completion"].get("shared_engine") else
+                                           "once per model per grid (adaptive M or a budget cap)")
+        + "; a vLLM judge once per run (one replica, no pipeline parallelism; else once per attempt round).",
         f"Throughput figures: {assumptions['source']}.",
         f"Tokens: prompt = characters / {assumptions['chars_per_token']} (+{assumptions['chat_overhead_tokens']} "
         f"per chat turn); completion = max_tokens x fill ({fills}); judge fill {assumptions['judge_fill_fraction']:g}, "

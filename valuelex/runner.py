@@ -40,6 +40,7 @@ class RunContext:
     require_gpu: bool = False
     use_gpu: bool | None = None
     waves: tuple[tuple[ModelSpec, ...], ...] | None = None
+    served: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def require_study(self) -> Study:
         if self.study is None:
@@ -51,6 +52,24 @@ class RunContext:
         if self.waves is not None:
             return self.waves
         return tuple((m,) for m in self.require_study().models)
+
+    def served_engine(self, model: ModelSpec) -> Any | None:
+        """The run's kept-up engine for `model` (the LLM judge's: one start for every value system,
+        retry round and judging stage of the run), or None where it cannot be served
+        (`valuelex.engines.vllm_server.serves_across_passes`: then each pass starts its own)."""
+        from valuelex.engines.vllm_server import ServedVLLMEngine, serves_across_passes
+
+        if not serves_across_passes(model):
+            return None
+        if model.name not in self.served:
+            self.served[model.name] = ServedVLLMEngine(model, use_gpu=self.use_gpu)
+        return self.served[model.name]
+
+    def release_engines(self) -> None:
+        """End the kept-up engines: before respondents generate (they may need the same GPUs, e.g. the
+        rounds of adaptive M; the next pass starts the engine again, counted) and when the run ends."""
+        for engine in self.served.values():
+            engine.close()
 
     @cached_property
     def redactor(self) -> Redactor:
@@ -184,22 +203,30 @@ def run_stages(ctx: RunContext, stages: Sequence[Stage]) -> dict[str, StageResul
     interleave (a second one waits or is refused) and neither generates the other's rows again.
     """
     results: dict[str, StageResult] = {}
-    redact = ctx.redactor
-    for stage in stages:
-        started = time.time()
-        failure = None
-        try:
-            with console.capture(ctx.store, stage.name):  # quiet CLI: library output to logs/<stage>.log
-                result = stage.run(ctx)
-        except StageFailed as exc:
-            failure, result = exc, exc.result
-        result = StageResult(redact.document(result.summary), {k: redact.document(v) for k, v in result.parts.items()})
-        for name, part in result.parts.items():
-            part = dict(part)
-            ctx.store.write_stage_record(name, stage_record(name, part.pop("started", started), part))
-        summary = result.summary if failure is None else {**result.summary, "failed": redact(str(failure))}
-        ctx.store.write_stage_record(stage.name, stage_record(stage.name, started, summary))
-        if failure is not None:
-            raise type(failure)(str(redact(str(failure))), result) from None  # BudgetReached stays itself
-        results[stage.name] = result
+    try:
+        for stage in stages:
+            results[stage.name] = _run_stage(ctx, stage)
+    finally:
+        ctx.release_engines()
     return results
+
+
+def _run_stage(ctx: RunContext, stage: Stage) -> StageResult:
+    """One stage, recorded with its parts; a `StageFailed` is recorded, then raised (redacted)."""
+    redact = ctx.redactor
+    started = time.time()
+    failure = None
+    try:
+        with console.capture(ctx.store, stage.name):  # quiet CLI: library output to logs/<stage>.log
+            result = stage.run(ctx)
+    except StageFailed as exc:
+        failure, result = exc, exc.result
+    result = StageResult(redact.document(result.summary), {k: redact.document(v) for k, v in result.parts.items()})
+    for name, part in result.parts.items():
+        part = dict(part)
+        ctx.store.write_stage_record(name, stage_record(name, part.pop("started", started), part))
+    summary = result.summary if failure is None else {**result.summary, "failed": redact(str(failure))}
+    ctx.store.write_stage_record(stage.name, stage_record(stage.name, started, summary))
+    if failure is not None:
+        raise type(failure)(str(redact(str(failure))), result) from None  # BudgetReached stays itself
+    return result

@@ -95,6 +95,8 @@ class RayDataEngine:
 
     name: str
     model: ModelSpec
+    local_engine = False  # whether each pipeline starts an engine here (vLLM) or calls one that runs (an API)
+    starts = 0  # pipelines that started a local engine: what `stages/<stage>.json` counts
 
     def generate(self, requests: Iterable[dict[str, Any]], *, batch_rows: int) -> Iterator[pa.Table]:
         """Result batches of `batch_rows` rows (the last one smaller), each as soon as it exists.
@@ -107,6 +109,7 @@ class RayDataEngine:
             from valuelex.runtime import ensure_ray
 
             ensure_ray()
+            self.starts += self.local_engine
             dataset = request_dataset(rows, self.model.options.batch_size)
             yield from result_batches(self._pipeline(dataset), batch_rows)
 

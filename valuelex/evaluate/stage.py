@@ -39,17 +39,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def build_judge(study: Study, use_gpu: bool | None = None) -> Any:
+def build_judge(study: Study, use_gpu: bool | None = None, ctx: RunContext | None = None) -> Any:
     """The judge a study asks for: `EmbeddingJudge` or `LLMJudge` (its engine placed by `use_gpu`).
 
     The LLM judge stores its judgments in shards of ``study.shard_rows`` as the engine finishes them
     (the unit of resume, as for generation): a killed run loses only what was still in flight.
+    Within a run (`ctx`), a vLLM judge uses the run's kept-up engine (`RunContext.served_engine`):
+    one engine start for every stage that judges.
     """
     spec = study.evaluation
     if spec.judge == "llm":
         from valuelex.evaluate.llm_judge import LLMJudge
 
-        return LLMJudge(spec.judge_model_spec(study), spec, batch_rows=study.shard_rows, use_gpu=use_gpu)
+        model = spec.judge_model_spec(study)
+        engine = ctx.served_engine(model) if ctx is not None else None
+        return LLMJudge(model, spec, engine, batch_rows=study.shard_rows, use_gpu=use_gpu)
     from valuelex.evaluate.embedding import EmbeddingJudge
 
     return EmbeddingJudge(spec.embedding_model, calibration=spec.embedding_calibration)
@@ -120,13 +124,17 @@ class EvaluationStage:
     `systems` overrides ``study.evaluation.systems`` (names, paths or `ValueSystem`s);
     `include_taxonomy` adds the run's constructed taxonomy (what ``valuelex run`` does); `judge`
     replaces the study's judge (any object with ``name``, ``key(system)`` and ``judge``);
-    ``generate=False`` judges the stored completions only (no completion engine starts).
+    ``generate=False`` judges the stored completions only (no completion engine starts);
+    `completions_generated_with` names the stage that generated them earlier in this run (the
+    elicitation pass, `valuelex.generate.GenerationStage.also`): a round that then finds nothing
+    missing leaves that stage's completion record as it is.
     """
 
     systems: tuple[str | ValueSystem, ...] | None = None
     include_taxonomy: bool = False
     judge: Any = None
     generate: bool = True
+    completions_generated_with: str | None = None
     name: str = "evaluation"
 
     def uses_engines(self, study: Study) -> bool:
@@ -146,11 +154,13 @@ class EvaluationStage:
         return loaded
 
     def run(self, ctx: RunContext) -> StageResult:
-        judge = self.judge or build_judge(ctx.require_study(), ctx.use_gpu)
-        return evaluate(ctx, self.value_systems(ctx), judge, generate=self.generate)
+        judge = self.judge or build_judge(ctx.require_study(), ctx.use_gpu, ctx)
+        return evaluate(ctx, self.value_systems(ctx), judge, generate=self.generate,
+                        completions_generated_with=self.completions_generated_with)
 
 
-def evaluate(ctx: RunContext, systems: list[ValueSystem], judge: Any, *, generate: bool = True) -> StageResult:
+def evaluate(ctx: RunContext, systems: list[ValueSystem], judge: Any, *, generate: bool = True,
+             completions_generated_with: str | None = None) -> StageResult:
     """Generate the sentence completions, judge every unjudged one, write judgments and scores.
 
     With ``evaluation.adaptive`` enabled, M grows in rounds until the CIs are narrow (see
@@ -246,6 +256,8 @@ def evaluate(ctx: RunContext, systems: list[ValueSystem], judge: Any, *, generat
         summary.update(ledger.record())
     if position is not None:
         summary["position_check"] = {name: part.get("disagreement_rate") for name, part in position["systems"].items()}
+    summary["judge_engine_starts"] = getattr(getattr(judge, "_engine", None), "starts", 0)
     store.write_evaluation_summary(summary)
-    parts = {"completion": {"started": completion_started, **completion.summary()}} if generate else {}
+    idle = completions_generated_with is not None and not completion.generated_rows
+    parts = {"completion": {"started": completion_started, **completion.summary()}} if generate and not idle else {}
     return StageResult(summary, parts=parts)

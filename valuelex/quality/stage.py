@@ -234,7 +234,7 @@ class ReliabilityStage:
             return self.rejudge, self.score_controls, self.devset_judge, kind
         from valuelex.evaluate.stage import build_judge
 
-        judge = build_judge(study, ctx.use_gpu)
+        judge = build_judge(study, ctx.use_gpu, ctx)
         devset_judge = judge if study.reliability.devset else None
         if kind == "llm":
             return llm_second_pass(judge), llm_control_scorer(judge), devset_judge, kind

@@ -63,7 +63,7 @@ def _step(name: str, work: Path, n: int, items: int) -> dict:
         pq.write_table(table, work / "elicitation.parquet")
         extra = {"rows": table.num_rows}
     elif name == "extraction":
-        from valuelex.construct.lexicon import extract_table
+        from valuelex.construct.extraction import extract_table
 
         table = pq.read_table(work / "elicitation.parquet")
         base = _rss_mb()

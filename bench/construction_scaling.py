@@ -25,9 +25,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-STEPS = ("generate", "extraction", "cooccurrence", "correlation_phi", "correlation_tetrachoric",
+STEPS = ("generate", "extraction", "countvectorizer", "cooccurrence", "correlation_phi", "correlation_tetrachoric",
          "parallel_analysis", "efa", "embedding", "kmeans", "kmeans_compare")
-PIPELINE_STEPS = STEPS[1:-1]
+PIPELINE_STEPS = tuple(s for s in STEPS[1:-1] if s != "countvectorizer")
 
 
 def _rss_mb() -> float:
@@ -37,11 +37,11 @@ def _rss_mb() -> float:
 def _step(name: str, work: Path, n: int, items: int) -> dict:
     """Run one step in this (fresh) process; returns its timing and memory."""
     import numpy as np
-    import pyarrow as pa
     import pyarrow.parquet as pq
     import scipy.sparse as sp
 
     from valuelex.construct.config import ConstructionSpec
+    from valuelex.construct.lexicon import OCCURRENCE_SCHEMA
 
     spec = ConstructionSpec()
     extra: dict = {}
@@ -63,15 +63,31 @@ def _step(name: str, work: Path, n: int, items: int) -> dict:
         pq.write_table(table, work / "elicitation.parquet")
         extra = {"rows": table.num_rows}
     elif name == "extraction":
-        from valuelex.construct.lexicon import extract_table
+        from valuelex.construct.extraction import extract_table
 
         table = pq.read_table(work / "elicitation.parquet")
         base = _rss_mb()
         start = time.perf_counter()
-        parts = [extract_table(table.slice(i, spec.chunk_rows)) for i in range(0, table.num_rows, spec.chunk_rows)]
-        occurrences = pa.concat_tables(parts)
-        pq.write_table(occurrences, work / "occurrences.parquet")
-        extra = {"answers": table.num_rows, "word_occurrences": occurrences.num_rows}
+        n_occurrences = 0
+        with pq.ParquetWriter(work / "occurrences.parquet", OCCURRENCE_SCHEMA) as writer:  # chunk by chunk
+            for i in range(0, table.num_rows, spec.chunk_rows):
+                part = extract_table(table.slice(i, spec.chunk_rows))
+                n_occurrences += part.num_rows
+                writer.write_table(part)
+        extra = {"answers": table.num_rows, "word_occurrences": n_occurrences}
+    elif name == "countvectorizer":
+        # scikit-learn's CountVectorizer(binary=True) with the value vocabulary, over the same answers
+        from sklearn.feature_extraction.text import CountVectorizer
+
+        table = pq.read_table(work / "elicitation.parquet", columns=["response"])
+        vocabulary = sorted(set(pq.read_table(work / "occurrences.parquet", columns=["word"])["word"].to_pylist()))
+        answers = [a or "" for a in table["response"].to_pylist()]
+        base = _rss_mb()
+        start = time.perf_counter()
+        words_pattern = r"(?u)\b[^\W\d_]+(?:-[^\W\d_]+)*\b"
+        vectorizer = CountVectorizer(binary=True, vocabulary=vocabulary, token_pattern=words_pattern)
+        matrix = vectorizer.transform(answers)
+        extra = {"answers": len(answers), "vocabulary": len(vocabulary), "nonzero": int(matrix.nnz)}
     elif name == "cooccurrence":
         from valuelex.construct.cooccurrence import incidence_chunk, prune, reduce_incidence
 
@@ -215,6 +231,10 @@ def _table(rows: list[dict]) -> str:
         lines.append(step.ljust(24) + cells)
     total = {n: sum(by[(n, s)]["seconds"] for s in PIPELINE_STEPS) for n in sizes}
     lines.append("total (pipeline steps)".ljust(24) + "".join(f"{total[n]:>12.2f}{'':>16}" for n in sizes))
+    lines.append("countvectorizer (same answers)".ljust(24) + "".join(
+        f"{by[(n, 'countvectorizer')]['seconds']:>12.2f}{'':>16}" for n in sizes))
+    lines.append("extraction / countvect.".ljust(24) + "".join(
+        f"{by[(n, 'extraction')]['seconds'] / by[(n, 'countvectorizer')]['seconds']:>12.2f}{'':>16}" for n in sizes))
     lines.append("")
     lines.append("data: " + "; ".join(
         f"n={n}: {by[(n, 'extraction')]['answers']} answers, {by[(n, 'extraction')]['word_occurrences']} words, "

@@ -7,10 +7,10 @@ import pytest
 from pydantic import ValidationError
 
 from valuelex.construct.config import ConstructionSpec
+from valuelex.construct.extraction import extract_table
 from valuelex.construct.lexicon import (
     OCCURRENCE_SCHEMA,
     extract,
-    extract_table,
     extract_words,
     judge_words,
     normalize_word,

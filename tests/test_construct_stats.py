@@ -32,7 +32,7 @@ from valuelex.construct.efa import (
     run_efa,
     smooth_correlation,
 )
-from valuelex.construct.lexicon import extract_table
+from valuelex.construct.extraction import extract_table
 from valuelex.construct.synthetic import synthetic_elicitation
 from valuelex.errors import ConstructionError
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.fault_server import FaultServer
 from tests.helpers import elicit, evaluate, study_dict
-from valuelex.construct.lexicon import extract_table
+from valuelex.construct.extraction import extract_table
 from valuelex.engines.reasoning import TRUNCATED, answer_columns, split_reasoning
 from valuelex.engines.replies import parse_reply
 from valuelex.evaluate.llm_judge import build_prompt

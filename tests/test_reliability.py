@@ -31,7 +31,8 @@ from tests.conftest import free_port
 from tests.fault_server import FaultServer
 from tests.helpers import SMOLLM_MODEL, elicit, evaluate, write_study
 from valuelex import grid
-from valuelex.construct.lexicon import extract_table, extract_words
+from valuelex.construct.extraction import extract_table
+from valuelex.construct.lexicon import extract_words
 from valuelex.errors import StoreError, StudyError
 from valuelex.evaluate import judgments as jt
 from valuelex.evaluate.config import EvaluationSpec

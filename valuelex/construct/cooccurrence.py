@@ -24,7 +24,7 @@ import scipy.sparse as sp
 from scipy import optimize, stats
 from scipy.special import ndtr, ndtri, owens_t
 
-from valuelex.construct.lexicon import extract_table
+from valuelex.construct.extraction import extract_table
 
 Unit = Literal["respondent", "answer"]
 UNIT_COLUMNS: dict[str, tuple[str, ...]] = {"respondent": ("model", "config"), "answer": ("row_id",)}

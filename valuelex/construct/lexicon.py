@@ -361,38 +361,3 @@ def judge_words(candidates: Iterable[str], judge: Judge | None = None, batch_siz
         batch = words[start:start + batch_size]
         accepted |= set(judge(list(batch))) & set(batch)
     return accepted
-
-
-def _column(chunk: pa.Table, name: str) -> list:
-    if name in chunk.column_names:
-        return chunk.column(name).to_pylist()
-    return [None] * chunk.num_rows
-
-
-def extract_table(chunk: pa.Table) -> pa.Table:
-    """Word occurrences (OCCURRENCE_SCHEMA) of a chunk of elicitation rows; failed rows are skipped.
-
-    A pure function of its input, so a chunk can run anywhere (a local loop or a Ray task).
-    """
-    for required in ("row_id", "model", "config", "response"):
-        if required not in chunk.column_names:
-            raise KeyError(f"elicitation table has no column {required!r}")
-    responses, errors = _column(chunk, "response"), _column(chunk, "error")
-    rows: list[int] = []
-    words: list[str] = []
-    surfaces: list[str] = []
-    for index, response in enumerate(responses):
-        if errors[index] is not None or response is None:
-            continue
-        for item in extract(response):
-            rows.append(index)
-            words.append(item.word)
-            surfaces.append(item.surface)
-    take = pa.array(rows, type=pa.int64())
-    columns = {
-        field.name: chunk.column(field.name).take(take).cast(field.type) if field.name in chunk.column_names
-        else pa.nulls(len(rows), field.type)
-        for field in OCCURRENCE_SCHEMA if field.name not in ("word", "surface")
-    }
-    columns["word"], columns["surface"] = pa.array(words, pa.string()), pa.array(surfaces, pa.string())
-    return pa.table({name: columns[name] for name in OCCURRENCE_SCHEMA.names}, schema=OCCURRENCE_SCHEMA)

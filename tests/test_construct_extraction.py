@@ -1,0 +1,90 @@
+"""The dedupe-and-expand extraction gives exactly the reference per-answer extraction's rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from valuelex.construct.extraction import answer_items, extract_table, extract_table_reference, line_items
+from valuelex.construct.lexicon import OCCURRENCE_SCHEMA, extract
+from valuelex.construct.synthetic import LARGE, PLANTED, synthetic_elicitation
+
+DATA = Path(__file__).parent / "data"
+
+HAND_MADE = [
+    "1. Honesty\n2. Transparency\n3. Fairness",
+    "1. Honesty\n2. Transparency\n3. Fairness",  # a repeated answer
+    "- **Accuracy:** I strive to give correct and reliable information.\n- **Unbiasedness**: treating all fairly",
+    "Honesty, integrity, and respect.", "Honesty; integrity; accountability", "Fairness and justice",
+    "As an AI language model, I don't have personal values, but I prioritize helpfulness and fairness.",
+    "I'm an AI and don't have values.", "I am sorry, but I cannot share personal opinions.",
+    "I value freedom of speech, justice for all and open minded, well being, user friendly design.",
+    "HONESTY, Honesty, honesty, honest. Transparent; TRANSPARENCY!",
+    "Kindness.\nkindness\n\n  KINDNESS  \n- Kindness - what matters",
+    "Responsiveness, responsive, curiousness, curious",
+    "conscientiousness and unbiasedness; creativeness, cooperativeness, helpful, dependable, credible",
+    "```python\nhonesty = True\n```\nIntegrity", "```\nopen\n``` and empathy", "# Values\n## Care\n#\n# Trust",
+    "Visit https://example.com/honesty <b>Loyalty</b> [1] `patience`", "Naïveté, café, résumé and honesty",
+    "Honesty\r\nIntegrity\rRespect\u2028Patience\x0bDignity\x85Compassion", "", "   ", "\n\n", None,
+    "Courage's worth; people's rights, users' privacy", "It’s honesty’s time, o’clock", "well-being—balance–care",
+    "**Transparency** **Accountability**", "My values: honesty and care", "Honesty: I always tell the truth",
+    "a) Wisdom\nb) Courage\n(3) Temperance\n• Justice\n► Hope\n▪ Faith", "honesty/integrity & respect or care",
+    "Although I value honesty, I also value kindness whereas others value power yet I prefer humility",
+]
+
+
+def _hand_made_table(answers: list[str | None]) -> pa.Table:
+    n = len(answers)
+    return pa.table({
+        "row_id": [f"r{i}" for i in range(n)], "model": [f"m{i % 3}" for i in range(n)], "config": ["c"] * n,
+        "item_id": [f"q{i % 4}" for i in range(n)], "sample": list(range(n)), "response": answers,
+        "error": ["EngineError" if i % 11 == 5 else None for i in range(n)],
+    })
+
+
+def _assert_same(table: pa.Table) -> pa.Table:
+    fast, reference = extract_table(table), extract_table_reference(table)
+    assert fast.schema == OCCURRENCE_SCHEMA
+    assert fast.num_rows == reference.num_rows > 0
+    assert fast.equals(reference)
+    return fast
+
+
+def test_hand_made_answers_give_the_reference_rows() -> None:
+    for answer in HAND_MADE:
+        assert list(answer_items(answer)) == extract(answer), answer
+    out = _assert_same(_hand_made_table(HAND_MADE))
+    by_row = {}
+    for row, word in zip(out["row_id"].to_pylist(), out["word"].to_pylist(), strict=True):
+        by_row.setdefault(row, []).append(word)
+    assert by_row["r0"] == by_row["r1"] == ["honesty", "transparency", "fairness"]  # repeats expanded back
+    assert "r5" not in by_row  # an error row is skipped even with a response
+    assert "freedom of speech" in by_row["r9"] and "open-minded" in by_row["r9"]
+
+
+def test_planted_benchmark_answers_give_the_reference_rows() -> None:
+    for factors, n, seed in ((PLANTED, 120, 1), (LARGE, 200, 2)):
+        table = synthetic_elicitation(n, factors, items=15, p_mention=0.12, strength=2.0, noise_rate=0.002,
+                                      seed=seed)
+        line_items.cache_clear()
+        out = _assert_same(table)
+        assert set(out["word"].to_pylist()) >= {"fairness", "kindness"}
+        # chunked like the pipeline (lines cached across chunks): the concatenation is still the reference
+        parts = [extract_table(table.slice(start, 700)) for start in range(0, table.num_rows, 700)]
+        assert pa.concat_tables(parts).equals(extract_table_reference(table))
+
+
+def test_local_study_answers_give_the_reference_rows() -> None:
+    regression = pq.read_table(DATA / "regression" / "elicitation.parquet")
+    parts = sorted((DATA / "store-format-1" / "elicitation").glob("*.parquet"))
+    older = pa.concat_tables([pq.read_table(p) for p in parts])
+    for table in (regression, older):
+        _assert_same(table)
+
+
+def test_empty_and_all_failed_chunks() -> None:
+    assert extract_table(_hand_made_table([])).num_rows == 0
+    failed = _hand_made_table([None, "", "Honesty"]).set_column(6, "error", pa.array(["x", "y", "z"]))
+    assert extract_table(failed).num_rows == 0 == extract_table_reference(failed).num_rows

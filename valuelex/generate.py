@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from valuelex import budget, grid
 from valuelex.budget import BudgetReached, Ledger
-from valuelex.engines.base import RESULT_FIELDS, build_engine
+from valuelex.engines.base import RESULT_FIELDS, RayDataEngine, build_engine
 from valuelex.instruments import Stage
 from valuelex.plan import generation_estimate
 from valuelex.progress import Progress
@@ -31,6 +30,7 @@ from valuelex.redact import Redactor
 from valuelex.runner import RunContext, StageFailed, StageResult
 from valuelex.spec import ModelSpec, Study
 from valuelex.store import RunStore
+from valuelex.store.counts import StageCounts
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,12 @@ def run_model(
     tokens at that limit) is skipped unless the request now allows more tokens. With a `ledger`
     (the study's budget), each block of `shard_rows` requests is sent only once its estimated cost
     fits every cap (`valuelex.budget`); the rows after a block that does not fit are not sent.
+
+    Where the shards are written: an engine that is a Ray Data pipeline (`RayDataEngine`) stores
+    them from its workers (`valuelex.store.sink.ShardSink`; only counts come to the driver), unless
+    a budget cap binds: a cap settles each shard's actual tokens before the next block is let
+    through, so then, like an engine that is no Ray Data pipeline (Batch API), the engine's result
+    batches come to the driver, which publishes them shard by shard.
     """
     truncated = truncated or {}
     redact = redact or Redactor.from_spec(study)
@@ -151,33 +157,48 @@ def run_model(
                 yield row
 
     rows: Iterator[dict[str, Any]] = missing()
-    if ledger is not None:
+    gated = ledger is not None and ledger.binding
+    if gated:
         rows = ledger.gate(rows, model, generation_estimate(study, stage, model), study.shard_rows)
     first = next(rows, None)
     if first is None:
         log.info("%s/%s: all %d rows already stored", stage, model.name, total)
         return counts
-    table = store.generation(stage)
     progress = Progress(f"{stage} {model.name}", total, counts["skipped"])
+
+    def stored(shards: StageCounts) -> None:
+        counts["generated"] += shards.rows
+        counts["tokens"] += shards.completion_tokens
+        counts["failed"] += shards.failed
+        if reasons is not None:
+            reasons.update(shards.reasons)
+        progress.advance(counts["skipped"] + counts["generated"] - progress.done, shards.completion_tokens)
+
     started = time.monotonic()
     try:
         if model.options.batch:  # Batch API jobs are journaled under the run (`engines.openai_batch`)
-            engine = build_engine(model, use_gpu=use_gpu, journal=store.batch_journal(table.name, model.name))
+            table_name = store.generation(stage).name
+            engine = build_engine(model, use_gpu=use_gpu, journal=store.batch_journal(table_name, model.name))
         else:
             engine = build_engine(model, use_gpu=use_gpu)
-        for batch in engine.generate(itertools.chain([first], rows), batch_rows=study.shard_rows):
-            shard = redact.table(conform(batch))
-            table.write(shard)
-            if ledger is not None:
-                ledger.settle_table(model.name, shard)
-            counts["generated"] += shard.num_rows
-            tokens = int(pc.sum(shard["n_completion_tokens"]).as_py() or 0)
-            counts["tokens"] += tokens
-            errors = [e for e in shard["error"].to_pylist() if e is not None]
-            counts["failed"] += len(errors)
-            if reasons is not None:
-                reasons.update(e.strip().splitlines()[0] if e.strip() else "(no message)" for e in errors)
-            progress.advance(counts["skipped"] + counts["generated"] - progress.done, tokens)
+        requests = itertools.chain([first], rows)
+        if isinstance(engine, RayDataEngine) and not gated:
+            from valuelex.store.sink import ShardSink
+
+            sink = ShardSink(store.uri, shard_rows=study.shard_rows, conform=conform, redact=redact)
+            for stats in engine.write(requests, sink, batch_rows=study.shard_rows):
+                shards = stats.total()
+                if ledger is not None:
+                    ledger.settle_totals(model.name, shards.prompt_tokens, shards.completion_tokens)
+                stored(shards)
+        else:
+            table = store.generation(stage)
+            for batch in engine.generate(requests, batch_rows=study.shard_rows):
+                shard = redact.table(conform(batch))
+                table.write(shard)
+                if ledger is not None:
+                    ledger.settle_table(model.name, shard)
+                stored(StageCounts.of(shard))
     finally:
         progress.close()
     counts["seconds"] = round(time.monotonic() - started, 2)

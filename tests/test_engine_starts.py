@@ -1,6 +1,6 @@
 """One engine start per model for both generation grids (issue 20.1), counted on a real local Ray.
 
-The study's vLLM models run on `tests.echo_engine.EchoEngine` (a Ray Data pipeline that counts its
+The study's vLLM models run on `valuelex.engines.echo.EchoEngine` (a Ray Data pipeline that counts its
 starts as vLLM's does), so the test measures the run's plumbing, not a model: elicitation carries
 the completion rows through the same engine pass, each row lands in its own stage's table once,
 and `stages/<stage>.json` records the starts."""
@@ -21,7 +21,7 @@ from valuelex.store import OutputRoot
 
 @pytest.fixture
 def echo_engines(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(base._REGISTRY, "vllm", "tests.echo_engine:EchoEngine")
+    monkeypatch.setitem(base._REGISTRY, "vllm", "valuelex.engines.echo:EchoEngine")
 
 
 def _run(study: Study, out: Path) -> dict:

@@ -183,6 +183,18 @@ class Ledger:
                 entry[0] += int(prompt or 0)
                 entry[1] += int(completion or 0)
 
+    @property
+    def binding(self) -> bool:
+        """Whether any cap sets a limit; with none, no block is ever held back and nothing need be gated."""
+        return any(cap.max_tokens is not None or cap.max_usd is not None for _, cap, _ in self.caps)
+
+    def settle_totals(self, model: str, prompt: int, completion: int) -> None:
+        """Add tokens of finished rows that were never gated (no binding cap: nothing was reserved)."""
+        with self.lock:
+            entry = self.settled.setdefault(model, [0, 0])
+            entry[0] += int(prompt)
+            entry[1] += int(completion)
+
     def settle_table(self, model: str, table: pa.Table) -> None:
         self.settle(
             model,

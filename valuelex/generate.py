@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,7 +24,8 @@ import pyarrow.compute as pc
 
 from valuelex import budget, grid
 from valuelex.budget import BudgetReached, Ledger
-from valuelex.engines.base import RESULT_FIELDS, build_engine
+from valuelex.engines.base import RESULT_FIELDS, RayDataEngine, build_engine
+from valuelex.errors import StudyError
 from valuelex.instruments import Stage
 from valuelex.plan import generation_estimate
 from valuelex.progress import Progress
@@ -31,8 +33,10 @@ from valuelex.redact import Redactor
 from valuelex.runner import RunContext, StageFailed, StageResult
 from valuelex.spec import ModelSpec, Study
 from valuelex.store import RunStore
+from valuelex.store.counts import StageCounts
 
 log = logging.getLogger(__name__)
+WRITERS = ("driver", "workers")  # who publishes a model's result shards (`run_model_stages`)
 
 REQUEST_FIELDS = (
     pa.field("row_id", pa.string()), pa.field("study", pa.string()), pa.field("stage", pa.string()),
@@ -133,10 +137,11 @@ def run_model(
     study: Study, stage: Stage, model: ModelSpec, store: RunStore, done: set[str], *,
     samples: int | None = None, use_gpu: bool | None = None, redact: Redactor | None = None,
     reasons: Counter[str] | None = None, truncated: dict[str, int] | None = None, ledger: Ledger | None = None,
+    writer: str | None = None,
 ) -> dict[str, float]:
     """Generate one model's missing rows of one stage; returns its counts (see `run_model_stages`)."""
     counts = run_model_stages(
-        study, (stage,), model, store, {stage: done}, samples=samples, use_gpu=use_gpu, redact=redact,
+        study, (stage,), model, store, {stage: done}, samples=samples, use_gpu=use_gpu, redact=redact, writer=writer,
         reasons={stage: reasons if reasons is not None else Counter()}, truncated={stage: truncated or {}},
         ledgers={stage: ledger},
     )
@@ -147,7 +152,7 @@ def run_model_stages(
     study: Study, stages: tuple[Stage, ...], model: ModelSpec, store: RunStore, done: dict[Stage, set[str]], *,
     samples: int | None = None, use_gpu: bool | None = None, redact: Redactor | None = None,
     reasons: dict[Stage, Counter[str]] | None = None, truncated: dict[Stage, dict[str, int]] | None = None,
-    ledgers: dict[Stage, Ledger | None] | None = None,
+    ledgers: dict[Stage, Ledger | None] | None = None, writer: str | None = None,
 ) -> dict[Stage, dict[str, float]]:
     """Generate one model's missing rows of every stage in `stages` through one engine; counts per stage.
 
@@ -162,7 +167,17 @@ def run_model_stages(
     unless the request now allows more tokens. With a stage's ledger (the study's budget), each
     block of `shard_rows` requests is sent only once its estimated cost fits every cap
     (`valuelex.budget`); the rows after a block that does not fit are not sent.
+
+    Who writes the shards (`writer`, default ``VALUELEX_SHARD_WRITER`` or ``driver``): ``driver``
+    publishes the engine's result batches here, shard by shard, as they arrive; ``workers`` has a
+    Ray Data engine's workers publish them (`valuelex.store.sink.ShardSink`: only counts come
+    back, progress moves once per chunk of `CHUNK_ROWS`), except under a binding budget cap, which
+    settles each shard before the next block is sent. The driver stays the default: on this
+    2-core machine the workers' path was slower (docs/benchmarks.md section 11).
     """
+    writer = writer or os.environ.get("VALUELEX_SHARD_WRITER", "driver")
+    if writer not in WRITERS:
+        raise StudyError(f"VALUELEX_SHARD_WRITER: {writer!r} is not one of {', '.join(WRITERS)}")
     redact = redact or Redactor.from_spec(study)
     reasons = reasons or {}
     truncated = truncated or {}
@@ -183,7 +198,7 @@ def run_model_stages(
 
     def gated(stage: Stage) -> Iterator[dict[str, Any]]:
         ledger = ledgers.get(stage)
-        if ledger is None:
+        if ledger is None or not ledger.binding:  # no cap: nothing to hold back, rows settle as stored
             return missing(stage)
         return ledger.gate(missing(stage), model, generation_estimate(study, stage, model), study.shard_rows)
 
@@ -205,16 +220,31 @@ def run_model_stages(
                                   journal=store.batch_journal(tables[stages[0]].name, model.name))
         else:
             engine = build_engine(model, use_gpu=use_gpu)
+        requests = itertools.chain([first], rows)
         generated = 0
-        for batch in engine.generate(itertools.chain([first], rows), batch_rows=study.shard_rows):
-            tokens = 0
-            for stage, shard in _by_stage(redact.table(conform(batch)), stages):
-                tables[stage].write(shard)
-                if (ledger := ledgers.get(stage)) is not None:
-                    ledger.settle_table(model.name, shard)
-                tokens += _count_shard(shard, counts[stage], reasons.get(stage))
-                generated += shard.num_rows
-            progress.advance(skipped() + generated - progress.done, tokens)
+        if writer == "workers" and isinstance(engine, RayDataEngine) and not any(
+                ledger is not None and ledger.binding for ledger in ledgers.values()):
+            from valuelex.store.sink import ShardSink  # needs Ray: imported when used
+
+            sink = ShardSink(store.uri, shard_rows=study.shard_rows, conform=conform, redact=redact)
+            for stats in engine.write(requests, sink, batch_rows=study.shard_rows):
+                tokens = 0
+                for stage, stored in stats.stages.items():
+                    if (ledger := ledgers.get(stage)) is not None:
+                        ledger.settle_totals(model.name, stored.prompt_tokens, stored.completion_tokens)
+                    tokens += _add_counts(stored, counts[stage], reasons.get(stage))
+                    generated += stored.rows
+                progress.advance(skipped() + generated - progress.done, tokens)
+        else:
+            for batch in engine.generate(requests, batch_rows=study.shard_rows):
+                tokens = 0
+                for stage, shard in _by_stage(redact.table(conform(batch)), stages):
+                    tables[stage].write(shard)
+                    if (ledger := ledgers.get(stage)) is not None:
+                        ledger.settle_table(model.name, shard)
+                    tokens += _add_counts(StageCounts.of(shard), counts[stage], reasons.get(stage))
+                    generated += shard.num_rows
+                progress.advance(skipped() + generated - progress.done, tokens)
     finally:
         progress.close()
         counts[stages[0]]["engine_starts"] = getattr(engine, "starts", 0)
@@ -236,16 +266,14 @@ def _by_stage(shard: pa.Table, stages: tuple[Stage, ...]) -> Iterator[tuple[Stag
             yield stage, part
 
 
-def _count_shard(shard: pa.Table, counts: dict[str, float], reasons: Counter[str] | None) -> int:
-    """Add a stored shard to a stage's counts (and its failed rows' first error lines); its tokens."""
-    counts["generated"] += shard.num_rows
-    tokens = int(pc.sum(shard["n_completion_tokens"]).as_py() or 0)
-    counts["tokens"] += tokens
-    errors = [e for e in shard["error"].to_pylist() if e is not None]
-    counts["failed"] += len(errors)
+def _add_counts(stored: StageCounts, counts: dict[str, float], reasons: Counter[str] | None) -> int:
+    """Add what was stored of a stage to its counts (and its failed rows' first error lines); its tokens."""
+    counts["generated"] += stored.rows
+    counts["tokens"] += stored.completion_tokens
+    counts["failed"] += stored.failed
     if reasons is not None:
-        reasons.update(e.strip().splitlines()[0] if e.strip() else "(no message)" for e in errors)
-    return tokens
+        reasons.update(stored.reasons)
+    return stored.completion_tokens
 
 
 def generate_missing(ctx: RunContext, stage: Stage, samples: int | None = None) -> StageReport:

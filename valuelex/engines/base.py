@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import ray.data
 
     from valuelex.spec import ModelSpec
+    from valuelex.store.sink import ShardSink, ShardStats
 
 RESULT_FIELDS = (
     pa.field("response", pa.string()),
@@ -112,6 +113,21 @@ class RayDataEngine:
             self.starts += self.local_engine
             dataset = request_dataset(rows, self.model.options.batch_size)
             yield from result_batches(self._pipeline(dataset), batch_rows)
+
+    def write(self, requests: Iterable[dict[str, Any]], sink: ShardSink, *, batch_rows: int) -> Iterator[ShardStats]:
+        """Generate and store in the workers: each chunk's result rows go to `sink`, not to the caller.
+
+        The chunks are `generate`'s (about `CHUNK_ROWS` rows, read lazily); each one is a pipeline
+        ending in `Dataset.write_datasink(sink)`, whose write tasks publish whole shards of
+        `sink.shard_rows` rows where the rows are. What comes back is each chunk's `ShardStats`,
+        yielded once all its shards are published (a caller's progress moves per chunk).
+        """
+        for rows in chunks(requests, batch_rows * max(1, CHUNK_ROWS // batch_rows)):
+            from valuelex.runtime import ensure_ray
+
+            ensure_ray()
+            self._pipeline(request_dataset(rows, self.model.options.batch_size)).write_datasink(sink)
+            yield sink.completed
 
     def _pipeline(self, requests: ray.data.Dataset) -> ray.data.Dataset:
         """The engine's Ray Data stages: request rows in, the same rows with `RESULT_COLUMNS` out."""

@@ -4,7 +4,9 @@
 - `layout`: every path of a run, spelled once;
 - `lock`: one writer per run (`OutputLock`; `LockHeld` when another writer holds it);
 - `run`: `RunStore`, a run's documents, tables, judgments and scores, and the one rule for which
-  stored judgments count.
+  stored judgments count;
+- `sink`: `ShardSink`, a Ray Data Datasink that publishes engine results as shards from the workers
+  (imported from its module: it needs Ray).
 """
 
 from valuelex.store.lock import LockHeld, OutputLock

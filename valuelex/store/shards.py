@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import re
 import uuid
 from collections.abc import Iterable
 from urllib.parse import urlparse
@@ -149,13 +150,19 @@ class ShardTable:
             i.path for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
         )
 
-    def write(self, table: pa.Table) -> str | None:
-        """Publish one shard; returns its path (None for an empty table)."""
+    def write(self, table: pa.Table, *, key: str | None = None) -> str | None:
+        """Publish one shard; returns its path (None for an empty table).
+
+        The shard's name is ``part-<key>.parquet`` when a `key` is given (hex: a retried write of the
+        same rows under the same key replaces the shard instead of storing its rows twice), else random.
+        """
         if table.num_rows == 0:
             return None
+        if key is not None and not re.fullmatch(r"[0-9a-f]{8,64}", key):
+            raise StoreError(f"{self.root.uri}/{self.name}: shard key {key!r} is not 8-64 hex digits")
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd")
-        name = f"part-{uuid.uuid4().hex}.parquet"
+        name = f"part-{key or uuid.uuid4().hex}.parquet"
         self.root.publish_bytes(join(self.name, name), sink.getvalue().to_pybytes())
         return join(self.dir, name)
 

@@ -67,9 +67,10 @@ class EvaluationSpec(Strict):
     embedding_model: str | None = Field(
         None, description="sentence-transformers model path; default: the packaged all-MiniLM-L6-v2"
     )
-    embedding_calibration: Literal["none", "packaged"] = Field(
-        "none", description="embedding judge: the fixed rule (none) or the per-dimension calibration fitted on the "
-                            "development set (packaged; packaged systems only, see valuelex.evaluate.calibration)",
+    embedding_calibration: Literal["none", "packaged", "stance"] = Field(
+        "none", description="embedding judge: the fixed rule (none), the per-dimension isotonic calibration "
+                            "(packaged) or the stance model (stance), both fitted on the development set's "
+                            "calibration half (packaged systems only; valuelex.evaluate.calibration, .stance)",
     )
     position_check: bool = Field(
         False, description="LLM judge: judge a sample of completions again with the few-shot examples in another "

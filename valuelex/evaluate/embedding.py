@@ -118,6 +118,11 @@ class EmbeddingJudge:
             return stance.for_system(self.calibration, system)
         return calib.for_system(self.calibration, system)
 
+    def rule_for(self, system: ValueSystem) -> str:
+        """How this judge scores `system`: "stance model", "isotonic calibration" or "fixed rule"."""
+        part = self.calibration_for(system)
+        return "fixed rule" if part is None else ("stance model" if "features" in part else "isotonic calibration")
+
     def key(self, system: ValueSystem) -> str:
         """Identifies judgments made with these settings on this version of the system.
 

@@ -1,6 +1,6 @@
 """Measure judges on the judge development set (valuelex/data/judge/devset/), by default its test half.
 
-    python bench/judge_devset.py                                   # embedding judge, uncalibrated vs calibrated
+    python bench/judge_devset.py                                   # embedding judge: fixed rule, isotonic, stance
     python bench/judge_devset.py --judge study --study configs/local-llm-judge.yaml   # e.g. SmolLM2 as LLM judge
 
 Prints, per judge and system: QWK, Krippendorff's alpha (ordinal), AUC (high vs conflicting) and balanced
@@ -48,14 +48,15 @@ def _fmt(m: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--judge", action="append", help="embedding-uncalibrated, embedding-calibrated, study")
+    parser.add_argument("--judge", action="append",
+                        help="embedding-uncalibrated, embedding-calibrated, embedding-stance, study")
     parser.add_argument("--study", type=Path, help="the study whose judge --judge study is")
     parser.add_argument("--split", default="test")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "judge_devset.json")
     args = parser.parse_args()
     study = load_study(args.study) if args.study else None
     results = []
-    for name in args.judge or ["embedding-uncalibrated", "embedding-calibrated"]:
+    for name in args.judge or ["embedding-uncalibrated", "embedding-calibrated", "embedding-stance"]:
         started = time.monotonic()
         result = measure(named_judge(name, study), args.split)
         result["seconds"] = round(time.monotonic() - started, 1)

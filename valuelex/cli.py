@@ -121,7 +121,8 @@ def evaluate(study: StudyArg, system: SystemOpt = None, out: OutOpt = None, requ
 
 JudgeOpt = Annotated[str, typer.Option(
     "--judge", help="with --builtin: embedding (the study's calibration setting, else uncalibrated), "
-                    "embedding-calibrated, embedding-uncalibrated, or study (the judge of --study, e.g. an LLM judge)",
+                    "embedding-calibrated, embedding-stance, embedding-uncalibrated, or study (the judge of --study, "
+                    "e.g. an LLM judge)",
 )]
 
 
@@ -158,14 +159,24 @@ def judge_check(
 def judge_calibrate(
     model: Annotated[str | None, typer.Option(help="sentence-transformers model path (default: packaged)")] = None,
     out: Annotated[Path | None, typer.Option(help="calibration JSON to write (default: the packaged file)")] = None,
+    method: Annotated[str, typer.Option(help="isotonic (per-dimension map of d) or stance (ordinal model of "
+                                             "stance features, variant chosen by grouped CV)")] = "isotonic",
+    cv_out: Annotated[Path | None, typer.Option(help="with --method stance: write the CV figures here")] = None,
 ) -> None:
-    """Refit the embedding judge's per-dimension calibration on the development set's calibration half."""
+    """Refit the embedding judge's calibration on the development set's calibration half."""
+    from valuelex.errors import StudyError
     from valuelex.evaluate.devset import devset_systems
     from valuelex.evaluate.embedding import EmbeddingJudge
-    from valuelex.evaluate.refit import refit
+    from valuelex.evaluate.refit import refit, refit_stance
     from valuelex.evaluate.systems import load_value_system
 
-    _print(refit(EmbeddingJudge(model), [load_value_system(s) for s in devset_systems()], out))
+    systems = [load_value_system(s) for s in devset_systems()]
+    if method == "isotonic":
+        _print(refit(EmbeddingJudge(model), systems, out))
+    elif method == "stance":
+        _print(refit_stance(EmbeddingJudge(model), systems, out, cv_out))
+    else:
+        raise StudyError(f"judge-calibrate: --method: {method!r} is not one of isotonic, stance")
 
 
 @app.command()

@@ -9,8 +9,9 @@ Example::
       bootstrap_resamples: 1000
       ci_level: 0.95
       max_judge_retries: 2
-      embedding_calibration: none     # or packaged: the per-dimension calibration (measured: not better, see
-                                      # docs/benchmarks.md section 6)
+      embedding_calibration: stance   # the default: stance features + ordinal model (packaged systems; better
+                                      # than the fixed rule on the test half, docs/benchmarks.md section 6);
+                                      # none: the fixed rule; packaged: per-dimension isotonic map (not better)
       position_check: true            # LLM judge: disagreement between two few-shot orders -> RUN/quality/
       adaptive: {enabled: true, epsilon: 0.03, start_samples: 2, step: 2, max_samples: 20}  # rule: ci
       # adaptive: {enabled: true, rule: g, g_target: 0.8, max_samples: 20}  # stop when every G >= 0.8
@@ -67,9 +68,11 @@ class EvaluationSpec(Strict):
     embedding_model: str | None = Field(
         None, description="sentence-transformers model path; default: the packaged all-MiniLM-L6-v2"
     )
-    embedding_calibration: Literal["none", "packaged"] = Field(
-        "none", description="embedding judge: the fixed rule (none) or the per-dimension calibration fitted on the "
-                            "development set (packaged; packaged systems only, see valuelex.evaluate.calibration)",
+    embedding_calibration: Literal["none", "packaged", "stance"] = Field(
+        "stance", description="embedding judge: the stance model (stance, the default) or the per-dimension "
+                              "isotonic calibration (packaged), both fitted on the development set's calibration "
+                              "half and applied to the packaged systems only (others keep the fixed rule), or the "
+                              "fixed rule everywhere (none); valuelex.evaluate.stance, valuelex.evaluate.calibration",
     )
     position_check: bool = Field(
         False, description="LLM judge: judge a sample of completions again with the few-shot examples in another "

@@ -21,12 +21,14 @@ the judge prompt). On the labelled (completion, dimension) pairs, pooled and per
 from __future__ import annotations
 
 import csv
+import re
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import yaml
 from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, roc_auc_score
 
 from valuelex.errors import StudyError
@@ -63,6 +65,25 @@ def load_devset(system: str | None = None, split: str = "all") -> pd.DataFrame:
     if split != "all":
         frame = frame[frame["split"] == split]
     return frame.reset_index(drop=True)
+
+
+@cache
+def _neutral_texts() -> tuple[str, ...]:
+    raw = yaml.safe_load(resources.files("valuelex.data").joinpath("judge", "devset", "source.yaml")
+                         .read_text(encoding="utf-8"))
+    return tuple(n["text"].lower().rstrip(".") for n in raw["neutral"])
+
+
+def phrase_groups(labels: pd.DataFrame) -> pd.Series:
+    """The group of each label row, as the split keeps them apart: a targeted item's phrase (quoted in its
+    reason), a neutral item's source text (whatever its style); cross-validation folds split by group."""
+    def group(row: Any) -> str:
+        quoted = re.search(r"'(.+)'", row.reason)
+        if row.kind == "targeted" and quoted:
+            return f"phrase:{quoted.group(1)}"
+        response = row.response.lower()
+        return next((f"text:{t}" for t in _neutral_texts() if t in response), f"item:{row.id}")
+    return pd.Series([group(r) for r in labels.itertuples()], index=labels.index, dtype=object)
 
 
 def devset_systems() -> list[str]:
@@ -134,21 +155,22 @@ def summarize(judged: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-JUDGES = ("embedding", "embedding-calibrated", "embedding-uncalibrated", "study")
+JUDGES = ("embedding", "embedding-calibrated", "embedding-stance", "embedding-uncalibrated", "study")
+CALIBRATION_OF = {"embedding-calibrated": "packaged", "embedding-stance": "stance", "embedding-uncalibrated": "none"}
 
 
 def named_judge(name: str, study: Study | None = None) -> Any:
     """The judge `valuelex judge-check --judge NAME` means: ``embedding`` (the study's calibration
-    setting, uncalibrated without a study), ``embedding-calibrated``, ``embedding-uncalibrated``, or
-    ``study`` (the study's own judge, e.g. its LLM judge)."""
+    setting, uncalibrated without a study), ``embedding-calibrated`` (isotonic), ``embedding-stance``,
+    ``embedding-uncalibrated``, or ``study`` (the study's own judge, e.g. its LLM judge)."""
     from valuelex.evaluate.embedding import EmbeddingJudge
     from valuelex.evaluate.stage import build_judge
 
     model = study.evaluation.embedding_model if study is not None else None
     if name == "embedding":
         return EmbeddingJudge(model, calibration=study.evaluation.embedding_calibration if study else "none")
-    if name in ("embedding-calibrated", "embedding-uncalibrated"):
-        return EmbeddingJudge(model, calibration="packaged" if name == "embedding-calibrated" else "none")
+    if name in CALIBRATION_OF:
+        return EmbeddingJudge(model, calibration=CALIBRATION_OF[name])
     if name == "study":
         if study is None:
             raise StudyError("judge-check: --judge study needs --study STUDY")

@@ -24,6 +24,10 @@ through a monotone step function fitted per dimension on the development set's c
 for the packaged systems it was fitted on; other systems (a constructed taxonomy) keep the rule above.
 The judge key names the calibration (its digest), so calibrated and uncalibrated judgments never mix.
 
+Stance rule (``calibration="stance"``, `valuelex.evaluate.stance`): features that also read rejection
+("I hate lying": similarity to endorse and reject prototypes of both poles, a rejection cue word)
+through an ordinal logistic model fitted on the calibration half; packaged systems only, like above.
+
 Sentence embeddings capture what a text is *about* far better than its polarity (negation is weak),
 so this judge separates clear cases but is much cruder than an LLM judge. Its agreement with an LLM
 judge or human labels is measured with `valuelex.evaluate.agreement`, never assumed.
@@ -40,6 +44,7 @@ import numpy as np
 
 from valuelex.embeddings import default_model_path, sentence_model
 from valuelex.evaluate import calibration as calib
+from valuelex.evaluate import stance
 from valuelex.evaluate.judgments import JudgeTask, completed_sentence, is_blank, judgment
 from valuelex.evaluate.systems import ValueDimension, ValueSystem
 
@@ -92,18 +97,31 @@ class EmbeddingJudge:
 
     def __init__(self, model_path: str | None = None, *, batch_size: int = 64,
                  calibration: str | dict[str, Any] | None = None):
-        """`calibration`: None or "none" (the fixed rule), "packaged" (the model's packaged calibration,
-        if it has one), or a calibration dict (`valuelex.evaluate.calibration.fit`)."""
+        """`calibration`: None or "none" (the fixed rule), "packaged" (the model's packaged isotonic
+        calibration, if it has one), "stance" (its packaged stance calibration), or a calibration dict
+        (`valuelex.evaluate.calibration.fit`, or `valuelex.evaluate.refit.fit_stance`: ``kind: stance``)."""
         self.model_path = str(model_path or default_model_path())
         self.batch_size = batch_size
         self.name = f"embedding:{'all-MiniLM-L6-v2' if model_path is None else Path(model_path).name}"
-        self.calibration = calib.packaged(self.name) if calibration == "packaged" else (
-            None if calibration in (None, "none") else calibration)
+        if calibration == "packaged":
+            self.calibration = calib.packaged(self.name)
+        elif calibration == "stance":
+            self.calibration = stance.packaged(self.name)
+        else:
+            self.calibration = None if calibration in (None, "none") else calibration
         self._poles: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._prototypes: dict[str, tuple[dict[str, np.ndarray], np.ndarray]] = {}
 
     def calibration_for(self, system: ValueSystem) -> dict[str, Any] | None:
         """The calibration this judge applies to `system` (None: the fixed rule)."""
+        if isinstance(self.calibration, dict) and self.calibration.get("kind") == "stance":
+            return stance.for_system(self.calibration, system)
         return calib.for_system(self.calibration, system)
+
+    def rule_for(self, system: ValueSystem) -> str:
+        """How this judge scores `system`: "stance model", "isotonic calibration" or "fixed rule"."""
+        part = self.calibration_for(system)
+        return "fixed rule" if part is None else ("stance model" if "features" in part else "isotonic calibration")
 
     def key(self, system: ValueSystem) -> str:
         """Identifies judgments made with these settings on this version of the system.
@@ -113,7 +131,7 @@ class EmbeddingJudge:
         settings: dict[str, Any] = {"model": self.name, "scale": SCALE, "neutral": NEUTRAL_SIMILARITY}
         part = self.calibration_for(system)
         if part is not None:
-            settings["calibration"] = calib.digest(part)
+            settings["calibration"] = stance.digest(part) if "features" in part else calib.digest(part)
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
         return f"{self.name}#{digest}@{system.fingerprint()}"
 
@@ -137,6 +155,32 @@ class EmbeddingJudge:
             self._poles[cache_key] = (aligned, conflict)
         return self._poles[cache_key]
 
+    def prototypes(self, system: ValueSystem) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The stance prototypes: name -> unit vectors (L, dim) (NaN rows without conflict words), and the
+        neutral prototype (dim,) (`valuelex.evaluate.stance`)."""
+        cache_key = system.fingerprint()
+        if cache_key not in self._prototypes:
+            lex = stance.lexicon()
+            neutral = self._mean_unit(list(lex.neutral_texts))
+            per_leaf = [stance.prototype_texts(d, lex) for d in system.leaves()]
+            protos = {name: np.stack([self._mean_unit(texts[name]) if texts[name] else np.full_like(neutral, np.nan)
+                                      for texts in per_leaf]) for name in stance.PROTOTYPES}
+            self._prototypes[cache_key] = (protos, neutral)
+        return self._prototypes[cache_key]
+
+    def _mean_unit(self, texts: list[str]) -> np.ndarray:
+        mean = self._encode(texts).mean(axis=0)
+        return mean / np.linalg.norm(mean)
+
+    def stance_features(self, texts: list[str], system: ValueSystem,
+                        emb: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The named stance features (n, L) of `valuelex.evaluate.stance` for texts (or their embeddings)."""
+        emb = self._encode(texts) if emb is None else emb
+        protos, neutral = self.prototypes(system)
+        sims = {name: emb @ vectors.T for name, vectors in protos.items()}
+        cues = np.array([stance.rejection_cue(t, stance.lexicon().rejection_cues) for t in texts])
+        return stance.feature_columns(differences(*self.similarities(texts, system, emb)), sims, emb @ neutral, cues)
+
     def similarities(self, texts: list[str], system: ValueSystem,
                      emb: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Cosine similarities (n, L) of texts (or of their embeddings `emb`) to the aligned and the
@@ -149,8 +193,13 @@ class EmbeddingJudge:
         """Integer scores, shape (n, L), columns in `system.leaf_keys()` order (`emb`: the texts' embeddings)."""
         if not texts:
             return np.zeros((0, len(system.leaves())), dtype=int)
-        aligned_sim, conflict_sim = self.similarities(texts, system, emb)
         part = self.calibration_for(system)
+        if part is not None and "features" in part:
+            columns = self.stance_features(texts, system, emb)
+            return np.stack([stance.ordinal_scores(stance.design({f: columns[f][:, i] for f in part["features"]},
+                                                                 part["features"]), part)
+                             for i in range(len(system.leaves()))], axis=1)
+        aligned_sim, conflict_sim = self.similarities(texts, system, emb)
         if part is None:
             return calibrate(aligned_sim, conflict_sim)
         return calibrated(differences(aligned_sim, conflict_sim), part, system.leaf_keys())

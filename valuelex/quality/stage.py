@@ -164,9 +164,12 @@ def devset_rows(judge: Any, system: ValueSystem) -> list[dict[str, Any]]:
     base = {"system": system.name, "judge": getattr(judge, "name", str(judge)), "split": "test"}
     labels = load_devset(system.name, "test") if system.source == "package" else pd.DataFrame()
     if labels.empty:
+        notice = "no development labels for this system (only the packaged systems have them)"
+        if getattr(judge, "calibration", None) and judge.rule_for(system) == "fixed rule":
+            notice += ("; the embedding judge has no calibration for it (fitted on those labels), so it scores "
+                       "this system with the fixed rule")
         return [{**base, "scope": "overall", "dimension": None, "n": 0, "n_invalid": 0,
-                 **dict.fromkeys(DEVSET_METRICS, np.nan),
-                 "notice": "no development labels for this system (only the packaged systems have them)"}]
+                 **dict.fromkeys(DEVSET_METRICS, np.nan), "notice": notice}]
     summary = summarize(judge_labels(judge, system, labels))
     names = {d.key: d.name for d in system.all_dimensions()}
     parts = [("overall", None, summary["overall"])] + [

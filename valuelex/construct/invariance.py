@@ -375,3 +375,28 @@ def invariance(x: np.ndarray, labels: Sequence[str | None], factor_of: np.ndarra
         "fits": fit_rows,
         "notice": "; ".join(notes) or None,
     }
+
+
+def invariance_tables(x: Any, labels_by_grouping: dict[str, Sequence[str | None]], loadings: np.ndarray,
+                      words: Sequence[str], *, min_loading: float = 0.3,
+                      label: str = "") -> tuple[list[dict[str, Any]], Any]:
+    """`invariance` per grouping on the taxonomy's strongest words (`select_words`): the summaries for
+    taxonomy.json and the ``quality/taxonomy_invariance`` table (one row per grouping x model, or one
+    row with the notice when a grouping is not computable). `x` is units x words, dense or sparse."""
+    import pandas as pd
+    import scipy.sparse as sp
+
+    factor_of = select_words(loadings, min_loading)
+    used = np.flatnonzero(factor_of >= 0)
+    dense = x[:, used].toarray() if sp.issparse(x) else np.asarray(x)[:, used]
+    summaries, rows = [], []
+    for grouping, labels in labels_by_grouping.items():
+        result = invariance(dense, labels, factor_of[used], words=[words[j] for j in used], grouping=grouping)
+        summaries.append(result)
+        base = {"taxonomy": label, "grouping": grouping, "level": result["level"], "sentence": result["sentence"],
+                "groups": ", ".join(result["groups"]), "skipped": ", ".join(result["skipped"]),
+                "n_words": len(result["words"]), "notice": result["notice"]}
+        rows += [{**base, **fit} for fit in result["fits"]] or [{**base, "model": None}]
+    columns = ["taxonomy", "grouping", "model", "chi2", "df", "cfi", "rmsea", "delta_cfi", "delta_rmsea", "holds",
+               "converged", "level", "sentence", "groups", "skipped", "n_words", "notice"]
+    return summaries, pd.DataFrame(rows, columns=columns)

@@ -209,7 +209,7 @@ def check_validity(store: RunStore, spec: ConstructionSpec, pruned: Incidence, a
         binary, labels, structure.efa.loadings, structure.words, min_loading=spec.min_loading,
         label=spec.label or "")
     summary["notices"] += [f"invariance across {r['grouping']}: {r['notice']}" for r in summary["invariance"]
-                           if r["notice"]]
+                           if r["notice"] and not r["computable"]]  # a computed one shows its notes beside its fits
     if embedder is not None:
         summary["prompt_subsets"], tables["taxonomy_prompt_subsets"] = prompt_subset_check(
             answered, spec, embedder, label=spec.label or "")

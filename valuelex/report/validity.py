@@ -101,11 +101,14 @@ def _taxonomy_part(section: Section, run: TaxonomyRun) -> None:
 
 
 def _invariance_part(section: Section, v: Any, sid: str) -> None:
-    """Per computable grouping: its sentence and the fit table (the notices are among the validity notices)."""
+    """Per computable grouping: its sentence, its notes and the fit table (a grouping that could not be
+    computed has its notice among the validity notices)."""
     for inv in v.invariance:
         if not inv.computable:
             continue
         section.add(Text(inv.sentence or ""))
+        if inv.notice:
+            section.add(Notice(inv.notice, level="info", id=f"notice-invariance-{sid}-{slug(inv.grouping)}"))
         section.add(
             TableItem(
                 f"table-invariance-{sid}-{slug(inv.grouping)}",

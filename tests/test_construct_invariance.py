@@ -10,33 +10,9 @@ import pytest
 from scipy.optimize import approx_fprime
 
 from valuelex.construct import invariance as iv
+from valuelex.construct.synthetic import grouped_factor_data as simulate
 
 WORDS = [f"w{i}" for i in range(8)]
-
-
-def simulate(n: int = 1000, groups: int = 3, *, per: int = 4, loading_shift: float = 0.0,
-             intercept_shift: float = 0.0, binary: bool = False, seed: int = 0) -> tuple[np.ndarray, list[str],
-                                                                                           np.ndarray]:
-    """Two correlated factors x `per` words, `groups` groups of `n` units; x = tau + lambda eta + e.
-
-    The groups differ in latent means (0.3 g) and the first factor's variance (1 + 0.2 g), which every
-    invariance level allows; the last group's second word of each factor gets `loading_shift` and its
-    2nd..(per-1)th words `intercept_shift`. `binary` dichotomises x at 0.3 (the intercepts act as thresholds).
-    """
-    rng = np.random.default_rng(seed)
-    factor_of = np.repeat(np.arange(2), per)
-    lam, tau = rng.uniform(0.6, 0.9, 2 * per), rng.uniform(-0.5, 0.5, 2 * per)
-    xs, labels = [], []
-    for g in range(groups):
-        loading, intercept = lam.copy(), tau.copy()
-        if g == groups - 1:
-            loading[1::per] += loading_shift
-            intercept[1:per - 1] += intercept_shift
-        eta = rng.multivariate_normal([0.3 * g] * 2, [[1 + 0.2 * g, 0.3], [0.3, 1]], size=n)
-        x = intercept + eta[:, factor_of] * loading + rng.standard_normal((n, 2 * per)) * np.sqrt(0.5)
-        xs.append((x > 0.3).astype(float) if binary else x)
-        labels += [f"g{g}"] * n
-    return np.vstack(xs), labels, factor_of
 
 
 def run(**kwargs: object) -> dict:

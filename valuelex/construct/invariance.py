@@ -309,6 +309,10 @@ def choose_markers(groups: list[Moments], pattern: np.ndarray) -> np.ndarray:
     return np.array(markers)
 
 
+def _capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def _not_computable(grouping: str, notice: str, **extra: Any) -> dict[str, Any]:
     return {"grouping": grouping, "computable": False, "level": None, "sentence": None, "groups": [],
             "n_units": {}, "skipped": [], "words": [], "fits": [], "notice": notice, **extra}
@@ -366,13 +370,13 @@ def invariance(x: np.ndarray, labels: Sequence[str | None], factor_of: np.ndarra
         "grouping": grouping,
         "computable": True,
         "level": level,
-        "sentence": f"Measurement invariance across {grouping}: {level}. " + SENTENCES[level].format(groups=shown)
-        + ".",
+        "sentence": f"Measurement invariance across {grouping}: {level}. " + _capitalised(
+            SENTENCES[level].format(groups=shown)) + ".",
         "groups": kept,
         "n_units": {m.name: m.n for m in groups},
         "skipped": skipped,
         "words": [str(words[j]) for j in cols],
-        "fits": fit_rows,
+        "fits": [{k: round(float(v), 6) if isinstance(v, float) else v for k, v in row.items()} for row in fit_rows],
         "notice": "; ".join(notes) or None,
     }
 

@@ -162,3 +162,29 @@ def test_construction_stage_writes_the_verdict(tmp_path: Path) -> None:
     summary = store.quality("taxonomy_validity")
     assert isinstance(summary, pd.DataFrame) and summary["verdict"].tolist() == [validity.verdict]
     assert len(store.quality("taxonomy_replication")) == 15 and len(store.quality("taxonomy_kmo")) >= 20
+    # the synthetic respondents' training groups share one generating process: invariant up to scalar;
+    # the five families have 48 respondents each, below the floor of 5 units per word
+    training, family = taxonomy.validity.invariance
+    assert training.grouping == "training" and training.level == "scalar", training
+    assert training.groups == ["aligned", "instruction-tuned", "pretrained"]
+    assert "means can be compared" in training.sentence
+    assert family.grouping == "family" and not family.computable and "0 qualify" in family.notice
+    table = store.quality("taxonomy_invariance")
+    assert table.query("grouping == 'training'")["model"].tolist() == ["configural", "metric", "scalar"]
+    # every prompt asks for the same planted words: halves of the prompts give the same partition
+    subsets = validity.prompt_subsets
+    assert subsets is not None and subsets.n_splits == 3 and subsets.n_computed == 3, subsets
+    assert subsets.ari_median >= 0.9, subsets
+    rows = store.quality("taxonomy_prompt_subsets")
+    assert len(rows) == 3 and rows["ari"].notna().all()
+    halves = zip(rows["items_a"], rows["items_b"], strict=True)
+    assert all(not set(a.split(",")) & set(b.split(",")) for a, b in halves)
+    from valuelex.report.figures import FigureWriter, TableItem, Text
+    from valuelex.report.load import load_run
+    from valuelex.report.validity import validity_section
+
+    section = validity_section(load_run(root.uri), FigureWriter(tmp_path / "report"))
+    tables = {i.id: i for i in section.items if isinstance(i, TableItem)}
+    assert [r[0] for r in tables["table-invariance-taxonomy-training"].rows] == ["configural", "metric", "scalar"]
+    texts = [i.text for i in section.items if isinstance(i, Text)]
+    assert training.sentence in texts and any("adjusted Rand index" in t for t in texts)

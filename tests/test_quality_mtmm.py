@@ -87,3 +87,33 @@ def test_few_respondents_use_cells_and_say_so() -> None:
     tiny, _ = planted(1, seed=4, stems=2)
     summary, _ = mtmm(tiny, LEAVES)
     assert summary["gap"] is None and "at least 3" in summary["notice"]
+
+
+def test_across_judges_the_planted_gap_is_recovered_within_005() -> None:
+    """Trait scores T ~ N(0, C) per respondent (C: 1 on the diagonal, rho = 0.2 between every two of mft's
+    leaves); judge j scores each of 2 stems T + N(0, s_j^2), s = 0.5 and 0.8. A respondent's mean over its
+    stems has error variance s_j^2 / 2, so the same leaf by the two judges correlates a = 1 / sqrt((1 + s_1^2/2)
+    (1 + s_2^2/2)), two leaves by two judges rho a: convergent a, discriminant 0.2 a, gap 0.8 a."""
+    from valuelex.quality.mtmm import mtmm_judges
+
+    leaves = LEAVES["mft"]
+    k, rho, sds, n, stems = len(leaves), 0.2, {"embedding:minilm": 0.5, "llm:judge": 0.8}, 1500, 2
+    c = np.full((k, k), rho) + (1 - rho) * np.eye(k)
+    rng = np.random.default_rng(7)
+    traits = rng.multivariate_normal(np.zeros(k), c, size=n)
+    values = {}
+    for judge, sd in sds.items():
+        rows = [{"model": f"m{r // 2}", "config": f"c{r % 2}", "item_id": f"s{stem}", "sample": 0,
+                 **{key: traits[r, i] + rng.normal(0, sd) for i, (key, _) in enumerate(leaves)}}
+                for r in range(n) for stem in range(stems)]
+        values[judge] = pd.DataFrame(rows)
+    a = 1 / np.sqrt(np.prod([1 + sd**2 / stems for sd in sds.values()]))
+    summary, table = mtmm_judges(values, leaves, system="mft")
+    assert summary["across"] == "judges" and summary["system"] == "mft" and summary["unit"] == "respondent"
+    assert summary["n_convergent"] == k and summary["n_discriminant"] == k * (k - 1)
+    assert summary["convergent"] == pytest.approx(a, abs=0.05)
+    assert summary["discriminant"] == pytest.approx(rho * a, abs=0.05)
+    assert summary["gap"] == pytest.approx((1 - rho) * a, abs=0.05)
+    conv = table[table["kind"] == "convergent"]
+    assert all(x.split(": ")[1] == y.split(": ")[1] for x, y in zip(conv["a"], conv["b"], strict=True))
+    assert (table["across"] == "judges").all()

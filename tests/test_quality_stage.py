@@ -296,3 +296,18 @@ def test_two_judges_agreement_and_planted_self_preference(tmp_path: Path) -> Non
     assert len(facet) == len(load_value_system("mft").all_dimensions())
     assert facet["judge_share"].between(0, 1, inclusive="neither").all(), facet["notice"].tolist()
     assert (facet["G_both"] >= facet["G"] - 1e-12).all()
+    # MTMM across the two judges: the keyword judge and its lifted copy agree on every trait up to the lift
+    summary = store.quality("mtmm_summary").set_index("across")
+    judges = summary.loc["judges"]
+    assert judges["system"] == "mft" and judges["systems"] == "llm:llama2-7b-chat, test:keyword"
+    assert judges["convergent"] > judges["discriminant"] and judges["gap"] == pytest.approx(
+        judges["convergent"] - judges["discriminant"])
+    pairs = store.quality("mtmm").query("across == 'judges'")
+    assert (pairs["kind"] == "convergent").sum() == len(load_value_system("mft").leaves())
+    from valuelex.report.bias import mtmm_part
+    from valuelex.report.figures import Section, TableItem
+    from valuelex.report.load import load_run
+
+    section = Section(id="validity", title="")
+    assert mtmm_part(section, load_run(out))
+    assert "table-mtmm-judges-mft" in [i.id for i in section.items if isinstance(i, TableItem)]

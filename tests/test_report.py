@@ -217,6 +217,9 @@ def test_full_report_has_every_figure_and_section(full_report: tuple[dict, str, 
     assert "needs at least 20 respondents" in validity and "this run has 12" in validity
     assert not re.search(r"\bnan\b", validity.lower()) and "table-centred-valuelex" in page.ids("table")
     assert "table-validity-taxonomy" in page.ids("table") and "explains" in validity
+    # answers are the units: invariance across training is computed, with its sentence and fits
+    assert "table-invariance-taxonomy-training" in page.ids("table")
+    assert "Measurement invariance across training" in validity
     expected = CONSTRUCTION_FIGURES + PLM_FIGURES + EVALUATION_FIGURES
     assert sorted(page.ids("img")) == sorted(expected)
     assert page.count("img") == len(expected)  # the payload's <img> is text, not an element

@@ -12,6 +12,7 @@ prompts of one wording make and prompts of another do not has a low ARI.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,8 @@ from valuelex.construct.cooccurrence import build_incidence, prune
 from valuelex.errors import ConstructionError
 
 Embedder = Callable[[Sequence[str]], np.ndarray]
+MIN_PROMPTS = 4  # two per half
+SPLITS = 3
 
 
 def _assignment(rows: pa.Table, spec: ConstructionSpec, embedder: Embedder) -> tuple[dict[str, int], int]:
@@ -64,3 +67,31 @@ def prompt_subset_agreement(answered: pa.Table, spec: ConstructionSpec, embedder
         rows.append({**row, "k_a": k_a, "k_b": k_b, "n_words": len(common), "ari": ari,
                      "notice": None if len(common) > 1 else "fewer than two words kept by both halves"})
     return pd.DataFrame(rows)
+
+
+def summarize(frame: pd.DataFrame) -> dict[str, Any]:
+    """Median, smallest and largest ARI over the splits that could be analysed, and their notices."""
+    ari = frame["ari"].dropna() if len(frame) else pd.Series(dtype=float)
+    notes = sorted({str(n) for n in frame["notice"].dropna()}) if len(frame) else []
+    return {
+        "n_splits": len(frame),
+        "n_computed": len(ari),
+        "ari_median": float(ari.median()) if len(ari) else None,
+        "ari_min": float(ari.min()) if len(ari) else None,
+        "ari_max": float(ari.max()) if len(ari) else None,
+        "notice": "; ".join(notes) or (None if len(ari) else "no split could be analysed"),
+    }
+
+
+def prompt_subset_check(answered: pa.Table, spec: ConstructionSpec, embedder: Embedder, *, splits: int = SPLITS,
+                        label: str = "") -> tuple[dict[str, Any], pd.DataFrame]:
+    """`prompt_subset_agreement` when there are `MIN_PROMPTS` prompts, else a notice: (summary, rows)."""
+    n_items = len({str(i) for i in answered.column("item_id").to_pylist()}) if answered.num_rows else 0
+    if n_items < MIN_PROMPTS:
+        notice = (f"prompt-subset agreement needs at least {MIN_PROMPTS} elicitation prompts (two per half); "
+                  f"this run has {n_items}")
+        return {"n_splits": 0, "n_computed": 0, "ari_median": None, "ari_min": None, "ari_max": None,
+                "notice": notice}, pd.DataFrame(columns=["taxonomy", "split", "items_a", "items_b", "k_a", "k_b",
+                                                         "n_words", "ari", "notice"])
+    frame = prompt_subset_agreement(answered, spec, embedder, splits=splits, seed=spec.seed)
+    return summarize(frame), frame.assign(taxonomy=label)[["taxonomy", *frame.columns]]

@@ -3,7 +3,9 @@
 Reads ``elicitation`` from the output root, keeps the rows the spec's filter selects (e.g. only
 pretrained models, for the PLM system of Fig. 2c/d), extracts value words (in chunks, as Ray
 tasks when Ray is up), lets an optional judge filter them, prunes rare words, builds the
-taxonomy, measures its bootstrap stability, and writes ``taxonomy.json`` plus the tables
+taxonomy, measures its bootstrap stability, checks its validity (replication, measurement
+invariance across training groups and families, agreement across disjoint prompt subsets; the
+``validity`` block and ``quality/taxonomy_*``), and writes ``taxonomy.json`` plus the tables
 ``construction/words`` (every kept word occurrence with its answer's row_id) and
 ``construction/stability``. A rerun replaces these outputs.
 """
@@ -24,8 +26,10 @@ from valuelex.construct.build import Structure, analyse, assemble, settings_summ
 from valuelex.construct.clustering import Embedder, load_embedder
 from valuelex.construct.config import ConstructionSpec
 from valuelex.construct.cooccurrence import Incidence, build_incidence, prune
+from valuelex.construct.invariance import GROUPINGS, invariance_tables
 from valuelex.construct.lexicon import Judge, judge_words
 from valuelex.construct.naming import Namer, named_by_engine
+from valuelex.construct.prompt_subsets import prompt_subset_check
 from valuelex.construct.replication import Settings, validity_tables
 from valuelex.construct.stability import bootstrap_stability
 from valuelex.construct.taxonomy import Corpus, Taxonomy, ValidityInfo, taxonomy_document
@@ -151,7 +155,7 @@ def construct(study: Study, store: RunStore, *, namer: Namer | None = None, judg
         taxonomy = build(namer)
     stability_table, summary = bootstrap_stability(pruned, structure, taxonomy, spec, embeddings)
     taxonomy = taxonomy.model_copy(update={"stability": summary})
-    validity = check_validity(store, spec, pruned, answered, structure)
+    validity = check_validity(store, spec, pruned, answered, structure, embedder)
     taxonomy = taxonomy.model_copy(update={"validity": validity})
 
     in_taxonomy = {entry.word for sub in taxonomy.subdimensions() for entry in sub.words}
@@ -180,14 +184,37 @@ def respondent_groups(incidence: Incidence, answered: pa.Table, unit: str) -> np
     return np.array([codes.setdefault(of[u[0]], len(codes)) for u in incidence.units], dtype=np.int64)
 
 
+def unit_labels(incidence: Incidence, answered: pa.Table, unit: str, column: str) -> list[str | None]:
+    """Each unit's value of a respondent column (``training``, ``family``): through its model (respondent
+    units) or its answer's row (answer units); None where the column is missing or empty."""
+    if column not in answered.column_names:
+        return [None] * incidence.n_units
+    key = "model" if unit == "respondent" else "row_id"
+    of = dict(zip(answered.column(key).to_pylist(), answered.column(column).to_pylist(), strict=True))
+    return [of.get(u[0]) for u in incidence.units]
+
+
 def check_validity(store: RunStore, spec: ConstructionSpec, pruned: Incidence, answered: pa.Table,
-                   structure: Structure) -> ValidityInfo:
-    """Run the replication checks on what the taxonomy was built from; store RUN/quality/taxonomy_*."""
+                   structure: Structure, embedder: Embedder | None = None) -> ValidityInfo:
+    """Run the replication, invariance and (with an `embedder`) prompt-subset checks on what the taxonomy
+    was built from; store RUN/quality/taxonomy_*."""
     settings = Settings(k=structure.k.chosen, correlation=spec.correlation, correction=spec.tetrachoric_correction,
                         rotation=spec.rotation, method=spec.fa_method, min_loading=spec.min_loading)
-    summary, tables = validity_tables(pruned.binary.tocsr(), respondent_groups(pruned, answered, spec.unit),
+    binary = pruned.binary.tocsr()
+    summary, tables = validity_tables(binary, respondent_groups(pruned, answered, spec.unit),
                                       structure.words, structure.corr, structure.efa.loadings, settings,
                                       seed=spec.seed, label=spec.label or "")
+    labels = {g: unit_labels(pruned, answered, spec.unit, g) for g in GROUPINGS}
+    summary["invariance"], tables["taxonomy_invariance"] = invariance_tables(
+        binary, labels, structure.efa.loadings, structure.words, min_loading=spec.min_loading,
+        label=spec.label or "")
+    summary["notices"] += [f"invariance across {r['grouping']}: {r['notice']}" for r in summary["invariance"]
+                           if r["notice"] and not r["computable"]]  # a computed one shows its notes beside its fits
+    if embedder is not None:
+        summary["prompt_subsets"], tables["taxonomy_prompt_subsets"] = prompt_subset_check(
+            answered, spec, embedder, label=spec.label or "")
+        if summary["prompt_subsets"]["notice"]:
+            summary["notices"].append(f"prompt subsets: {summary['prompt_subsets']['notice']}")
     for name, frame in tables.items():
         old = store.quality(name)
         if old is not None and "taxonomy" in old:

@@ -325,3 +325,31 @@ def noisy_lists(which: str, n_answers: int = 200, *, per_answer: int = 5, noise_
                  for _ in range(per_answer)]
         answers.append(str(rng.choice(_PROSE)).format(list=", ".join(words[:-1]) + " and " + words[-1]))
     return answers
+
+
+def grouped_factor_data(n: int = 1000, groups: int = 3, *, per: int = 4, loading_shift: float = 0.0,
+                        intercept_shift: float = 0.0, binary: bool = False,
+                        seed: int = 0) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Units x words of `groups` groups of `n` units for measurement invariance (`construct.invariance`):
+    two correlated factors x `per` words, x = tau + lambda eta + e, e ~ N(0, 0.5).
+
+    lambda ~ U(0.6, 0.9) and tau ~ U(-0.5, 0.5) are drawn first (so a caller can redraw them from
+    `seed`); the groups differ in latent means (0.3 g) and the first factor's variance (1 + 0.2 g),
+    which every invariance level allows. The last group's second word of each factor gets
+    `loading_shift`, its 2nd..(per-1)th words `intercept_shift`. `binary` dichotomises x at 0.3 (the
+    intercepts then act as thresholds). Returns (x, group label per unit, factor per word).
+    """
+    rng = np.random.default_rng(seed)
+    factor_of = np.repeat(np.arange(2), per)
+    lam, tau = rng.uniform(0.6, 0.9, 2 * per), rng.uniform(-0.5, 0.5, 2 * per)
+    xs, labels = [], []
+    for g in range(groups):
+        loading, intercept = lam.copy(), tau.copy()
+        if g == groups - 1:
+            loading[1::per] += loading_shift
+            intercept[1:per - 1] += intercept_shift
+        eta = rng.multivariate_normal([0.3 * g] * 2, [[1 + 0.2 * g, 0.3], [0.3, 1]], size=n)
+        x = intercept + eta[:, factor_of] * loading + rng.standard_normal((n, 2 * per)) * np.sqrt(0.5)
+        xs.append((x > 0.3).astype(float) if binary else x)
+        labels += [f"g{g}"] * n
+    return np.vstack(xs), labels, factor_of

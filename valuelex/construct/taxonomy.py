@@ -143,6 +143,45 @@ class StabilitySummary(_Model):
     mean_dimension_ari: float | None = None
 
 
+class InvarianceFit(_Model):
+    model: Literal["configural", "metric", "scalar"]
+    chi2: float
+    df: int
+    cfi: float
+    rmsea: float
+    delta_cfi: float | None = None
+    delta_rmsea: float | None = None
+    holds: bool
+    converged: bool
+
+
+class InvarianceInfo(_Model):
+    """Measurement invariance across one grouping of the respondents (`valuelex.construct.invariance`)."""
+
+    grouping: str
+    computable: bool
+    level: Literal["none", "configural", "metric", "scalar"] | None = None
+    sentence: str | None = None
+    groups: list[str] = Field(default_factory=list)
+    n_units: dict[str, int] = Field(default_factory=dict)
+    skipped: list[str] = Field(default_factory=list)
+    words: list[str] = Field(default_factory=list)
+    fits: list[InvarianceFit] = Field(default_factory=list)
+    notice: str | None = None
+
+
+class PromptSubsetsInfo(_Model):
+    """The taxonomy built from disjoint prompt halves: ARI of the halves' word -> dimension assignments
+    (`valuelex.construct.prompt_subsets`)."""
+
+    n_splits: int = Field(0, ge=0)
+    n_computed: int = Field(0, ge=0)
+    ari_median: float | None = None
+    ari_min: float | None = None
+    ari_max: float | None = None
+    notice: str | None = None
+
+
 class ValidityInfo(_Model):
     """Does the taxonomy replicate (`valuelex.construct.replication`): verdict, factorability, split halves, CFA."""
 
@@ -164,6 +203,8 @@ class ValidityInfo(_Model):
     oblique_rotation: str | None = None
     oblique_factor_correlations: list[list[float]] | None = None
     oblique_congruence: list[float] | None = None
+    invariance: list[InvarianceInfo] = Field(default_factory=list)
+    prompt_subsets: PromptSubsetsInfo | None = None
 
 
 class Taxonomy(_Model):

@@ -13,6 +13,14 @@ r(X, Y) is the Pearson correlation across units of two dimensions of different s
 
 A pair whose dimension does not vary across units has no r and is counted as missing. Fewer than 3
 units, or no expected pair between the judged systems, gives a notice instead of numbers.
+
+Across judges (`mtmm_judges`), when two or more judges scored the same completions of one system:
+the judges are the methods and the system's leaves the traits, so convergent is the mean |r| of the
+same leaf by two judges (monotrait-heteromethod) and discriminant the mean |r| of different leaves by
+two judges (heterotrait-heteromethod), on the completions every judge scored validly. With trait
+scores T of correlation rho_ab across units and each judge adding independent error of variance s_j^2,
+r(a by j, a by j') = var T / sqrt((var T + s_j^2)(var T + s_j'^2)) and r(a by j, b by j') is rho_ab
+times the same attenuation, so the gap is (1 - mean |rho_ab|) times it.
 """
 
 from __future__ import annotations
@@ -122,3 +130,18 @@ def mtmm(
             "so the correlations mix respondents and stems"
         )
     return summary, frame
+
+
+def mtmm_judges(values: dict[str, pd.DataFrame], leaves: list[tuple[str, str]],
+                *, system: str) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The MTMM summary and pairs with the judges as methods and one system's leaves as traits.
+
+    `values[judge]` is `dimension_values` of that judge's judgments of the same completions.
+    """
+    judges = list(values)
+    pairs = tuple((a, name, b, name, "same trait, other judge")
+                  for x, a in enumerate(judges) for b in judges[x + 1:] for _, name in leaves)
+    summary, frame = mtmm(values, {j: leaves for j in judges}, pairs)
+    if len(values) < 2:
+        summary["notice"] = "the MTMM table across judges needs two judges of the system"
+    return {**summary, "across": "judges", "system": system}, frame.assign(across="judges", system=system)

@@ -4,8 +4,8 @@ Runs after evaluation. For every judged value system it reads the judgments that
 (`RunStore.judgments(system)`) and writes, under ``RUN/quality/`` (`layout.quality_file`):
 
 - ``components``, ``coefficients``, ``dstudy``, ``consistency``: `valuelex.quality.assess`;
-- ``mtmm``, ``mtmm_summary``: convergent and discriminant validity across the judged systems
-  (`valuelex.quality.mtmm`);
+- ``mtmm``, ``mtmm_summary``: convergent and discriminant validity across the judged systems and,
+  for a system two judges scored, across the judges (`valuelex.quality.mtmm`; column ``across``);
 - ``verdicts``: reliable / doubtful / unreliable per model x dimension (`valuelex.quality.verdict`);
 - ``judge``: the judge's reliability (`valuelex.quality.judge`): a second pass over a seeded random
   subset of ``reliability.rejudge`` completions (the LLM judge at the retry temperature with another
@@ -134,24 +134,44 @@ def _judge_rows(judged: pd.DataFrame, system: ValueSystem, spec: ReliabilitySpec
     return rows
 
 
-def other_judge_rows(store: Any, study: Study | None, system: ValueSystem, judged: pd.DataFrame) -> list[dict]:
+def other_judgments(store: Any, study: Study | None, system: ValueSystem,
+                    judged: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(judge, judgments) of every other judge of this system version than the counted one."""
+    if not len(judged):
+        return []
+    key = str(judged["judge_key"].iloc[0])
+    return [(str(other.judge), jt.conform(store.judgments(system, judge_key=other.judge_key, study=study), system))
+            for other in store.judge_keys(system).itertuples()
+            if other.judge_key != key and str(other.judge_key).endswith(f"@{system.fingerprint()}")]
+
+
+def other_judge_rows(study: Study | None, system: ValueSystem, judged: pd.DataFrame,
+                     others: list[tuple[str, pd.DataFrame]]) -> list[dict]:
     """`between_judges` rows of the counted judge against every other judge of this system version."""
     from valuelex.quality.two_judges import between_judges, judge_facet_rows, judge_family
 
     if not len(judged):
         return []
-    judge, key = str(judged["judge"].iloc[0]), str(judged["judge_key"].iloc[0])
+    judge = str(judged["judge"].iloc[0])
     families = {m.name: m.family for m in study.models} if study is not None else {}
     rows: list[dict] = []
-    for other in store.judge_keys(system).itertuples():
-        if other.judge_key == key or not str(other.judge_key).endswith(f"@{system.fingerprint()}"):
-            continue
-        theirs = jt.conform(store.judgments(system, judge_key=other.judge_key, study=study), system)
-        rows += between_judges(judged, theirs, system, judge=judge, other_judge=str(other.judge),
-                               family=judge_family(study, judge), other_family=judge_family(study, str(other.judge)),
+    for other, theirs in others:
+        rows += between_judges(judged, theirs, system, judge=judge, other_judge=other,
+                               family=judge_family(study, judge), other_family=judge_family(study, other),
                                families=families)
-        rows += judge_facet_rows(judged, theirs, system, judge=judge, other_judge=str(other.judge))
+        rows += judge_facet_rows(judged, theirs, system, judge=judge, other_judge=other)
     return rows
+
+
+def judges_mtmm(system: ValueSystem, judged: pd.DataFrame,
+                others: list[tuple[str, pd.DataFrame]]) -> tuple[dict[str, Any], pd.DataFrame]:
+    """`mtmm_judges` on the completions the counted judge and every other judge scored validly."""
+    from valuelex.quality.mtmm import mtmm_judges
+
+    by_judge = {str(judged["judge"].iloc[0]): judged, **dict(others)}
+    common = set.intersection(*(set(f.loc[f["valid"].astype(bool), "row_id"]) for f in by_judge.values()))
+    values = {j: dimension_values(f[f["row_id"].isin(common)], system) for j, f in by_judge.items()}
+    return mtmm_judges(values, [(leaf.key, leaf.name) for leaf in system.leaves()], system=system.name)
 
 
 DEVSET_METRICS = ("qwk", "alpha", "auc", "balanced_accuracy", "accuracy", "share_high", "share_labelled_high")
@@ -261,6 +281,7 @@ class ReliabilityStage:
             raise StudyError(f"--system: {', '.join(map(repr, unknown))} not judged in {store.uri} "
                              f"(judged: {', '.join(judged_names) or 'none'})")
         paraphrase_of = paraphrases_of(store, ctx.study)
+        mtmm_parts: list[tuple[dict[str, Any], pd.DataFrame]] = []
         for name in self.system_names or judged_names:
             system = _system(store, ctx.study, name)
             if system is None:
@@ -278,16 +299,23 @@ class ReliabilityStage:
             mine = scores[scores["system"] == name] if scores is not None and "system" in scores else pd.DataFrame()
             tables["verdicts"] = verdicts(mine, tables["coefficients"], tables["consistency"]) if len(mine) else \
                 pd.DataFrame()
+            others = other_judgments(store, ctx.study, system, judged)
             tables["judge"] = pd.DataFrame(_judge_rows(judged, system, spec, kind, rejudge, score_controls)
-                                           + other_judge_rows(store, ctx.study, system, judged))
+                                           + other_judge_rows(ctx.study, system, judged, others))
+            if others:
+                judge_summary, judge_pairs = judges_mtmm(system, judged, others)
+                mtmm_parts.append((judge_summary, judge_pairs))
             if devset_judge is not None:
                 tables["devset"] = pd.DataFrame(devset_rows(devset_judge, system))
             for table, frame in tables.items():
                 frames.setdefault(table, []).append(frame)
         if values_by_system:
             summary, pairs = mtmm(values_by_system, leaves)
-            frames["mtmm"] = [pairs]
-            frames["mtmm_summary"] = [pd.DataFrame([{**summary, "systems": ", ".join(summary["systems"])}])]
+            mtmm_parts.insert(0, ({**summary, "across": "systems", "system": None},
+                                  pairs.assign(across="systems", system=None)))
+        if mtmm_parts:
+            frames["mtmm"] = [p for _, p in mtmm_parts]
+            frames["mtmm_summary"] = [pd.DataFrame([{**s, "systems": ", ".join(s["systems"])} for s, _ in mtmm_parts])]
         written = {}
         for table, parts in frames.items():
             parts = [p for p in parts if len(p)]

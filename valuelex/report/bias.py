@@ -60,10 +60,61 @@ def bias_part(section: Section, data: RunData) -> bool:
     return True
 
 
+def _judges_part(section: Section, summary: pd.DataFrame, pairs: pd.DataFrame | None) -> None:
+    """MTMM with the judges as methods, per system two judges scored."""
+    section.add(Subheading("validity-mtmm-judges", "Convergent and discriminant validity across judges"))
+    for s in summary.to_dict("records"):
+        sid = slug(str(s["system"]))
+        if pd.notna(s.get("gap")):
+            section.add(
+                Text(
+                    f"{s['system']}, judged by {s['systems']}, across {int(s['n_units'])} "
+                    f"{'respondents' if s['unit'] == 'respondent' else '(model, config, stem) cells'}: the same "
+                    f"dimension by the other judge correlates with mean |r| {fmt_num(s['convergent'])} (convergent, "
+                    f"{int(s['n_convergent'])} pairs), other dimensions by the other judge with "
+                    f"{fmt_num(s['discriminant'])} (discriminant, {int(s['n_discriminant'])} pairs): gap "
+                    f"{fmt_num(s['gap'])} (bar: ≥ 0.40)."
+                )
+            )
+        if pd.notna(s.get("notice")) and s.get("notice"):
+            section.add(Notice(str(s["notice"]), level="warning" if pd.notna(s.get("gap")) else "missing",
+                               id=f"notice-mtmm-judges-{sid}"))
+        mine = pairs[(pairs["system"] == s["system"]) & (pairs["kind"] == "convergent")] if pairs is not None \
+            else pd.DataFrame()
+        if len(mine):
+            section.add(
+                TableItem(
+                    f"table-mtmm-judges-{sid}",
+                    f"{s['system']}: each dimension by two judges",
+                    ["dimension", "dimension", "r"],
+                    [[r["a"], r["b"], fmt_num(r["r"])] for r in mine.to_dict("records")],
+                    caption="r: Pearson correlation across the units of the dimension's mean φ by each judge, on "
+                    "the completions both judged validly.",
+                    numeric=[False, False, True],
+                    collapsed=True,
+                )
+            )
+
+
 def mtmm_part(section: Section, data: RunData) -> bool:
-    """The multitrait-multimethod summary and its pairs; False when the reliability stage has not computed it."""
-    section.add(Subheading("validity-mtmm", "Convergent and discriminant validity across value systems"))
+    """The multitrait-multimethod summaries (across systems, then across judges) and their pairs; False
+    when the reliability stage has not computed them."""
     summary, pairs = data.quality.get("mtmm_summary"), data.quality.get("mtmm")
+    judges_summary = judges_pairs = None
+    if summary is not None and "across" in summary:  # written before the judges' rows existed: systems only
+        judges_summary = summary[summary["across"] == "judges"]
+        summary = summary[summary["across"] == "systems"]
+        if pairs is not None and "across" in pairs:
+            judges_pairs, pairs = pairs[pairs["across"] == "judges"], pairs[pairs["across"] == "systems"]
+    shown = _systems_part(section, summary, pairs)
+    if judges_summary is not None and len(judges_summary):
+        _judges_part(section, judges_summary, judges_pairs)
+        return True
+    return shown
+
+
+def _systems_part(section: Section, summary: pd.DataFrame | None, pairs: pd.DataFrame | None) -> bool:
+    section.add(Subheading("validity-mtmm", "Convergent and discriminant validity across value systems"))
     if summary is None or not len(summary):
         section.add(
             Notice(

@@ -39,7 +39,8 @@ QUALITY = "quality"
 RELIABILITY_TABLES = ("components", "coefficients", "dstudy", "consistency", "judge", "verdicts", "devset", "mtmm",
                       "mtmm_summary", "paraphrase", "paraphrase_components")
 """quality/ tables of the reliability stage; construction adds taxonomy_*, evaluation response_bias."""
-QUALITY_TABLES = (*RELIABILITY_TABLES, "taxonomy_validity", "taxonomy_kmo", "taxonomy_replication", "response_bias")
+QUALITY_TABLES = (*RELIABILITY_TABLES, "taxonomy_validity", "taxonomy_kmo", "taxonomy_replication",
+                  "taxonomy_invariance", "taxonomy_prompt_subsets", "response_bias")
 LOCK = ".valuelex.lock"
 GENERATION_TABLES = {"elicitation": "elicitation", "completion": "completions"}
 TAXONOMY_FILE = re.compile(r"^taxonomy(?:-([A-Za-z0-9][A-Za-z0-9_.\-]*))?\.json$")

@@ -17,105 +17,36 @@ and `line_words` is a function of the line's text alone. Answers repeat lines he
 3. the per-distinct-answer word lists are expanded back to one row per (answer, word) with
    Arrow `take` on offsets (numpy ``repeat``), keeping the reference's row and word order.
 
-The clause scan (`_clause_items`) is the reference's `_clause_words` with the same phrase,
-compound and normalisation rules, only skipping the phrase and compound lookups for tokens that
-start no phrase or compound. `extract_table_reference` keeps the per-answer loop; a test
-compares the two on planted and hand-made answers (identical rows, words and surfaces).
+The clause scan is the reference's (`lexicon._clause_words`). `extract_table_reference` keeps
+the per-answer loop; a test compares the two on planted and hand-made answers (identical rows,
+words and surfaces).
 """
 
 from __future__ import annotations
 
-from functools import cache, lru_cache
+from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from valuelex.construct.lexicon import (
-    _CLAUSE,
-    _MARKUP,
-    _SENTENCE,
-    _TOKEN,
     OCCURRENCE_SCHEMA,
-    PHRASE_MAX,
     Extracted,
-    _is_refusal,
-    _units,
     extract,
-    normalize_word,
-    tables,
+    line_words,
 )
 
 REQUIRED_COLUMNS = ("row_id", "model", "config", "response")
 LINE_CACHE_SIZE = 1 << 18
 
 
-@cache
-def _starts() -> tuple[frozenset[str], frozenset[str]]:
-    """First tokens (lowercased) of the phrase and compound tables: only these can start one."""
-    table = tables()
-    return frozenset(key[0] for key in table.phrases), frozenset(first for first, _ in table.compounds)
-
-
-def _clause_items(clause: str) -> list[Extracted]:
-    """Value words of one clause, left to right: longest phrase first, then a compound, then one token."""
-    tokens = _TOKEN.findall(clause)
-    table = tables()
-    phrases, compounds = table.phrases, table.compounds
-    phrase_starts, compound_starts = _starts()
-    lowered = [t.lower().replace("’", "'") for t in tokens]
-    found: list[Extracted] = []
-    index, n = 0, len(tokens)
-    while index < n:
-        token = tokens[index]
-        if lowered[index] in phrase_starts:
-            phrase = next((phrases[key] for width in range(PHRASE_MAX, 1, -1)
-                           if (key := tuple(lowered[index:index + width])) in phrases), None)
-            if phrase:
-                width = len(phrase.split())
-                found.append(Extracted(phrase, " ".join(tokens[index:index + width])))
-                index += width
-                continue
-        if index + 1 < n:
-            first = token.lower()
-            if first in compound_starts:
-                joined = compounds.get((first, tokens[index + 1].lower()))
-                if joined:
-                    found.append(Extracted(joined, f"{token} {tokens[index + 1]}"))
-                    index += 2
-                    continue
-        word = normalize_word(token)
-        if word:
-            found.append(Extracted(word, token))
-        index += 1
-    return found
-
-
-@lru_cache(maxsize=LINE_CACHE_SIZE)
-def line_items(line: str) -> tuple[Extracted, ...]:
-    """Distinct value words of one stripped, non-empty, markup-free line, in order of first appearance."""
-    seen: dict[str, Extracted] = {}
-    for unit in _units(line):
-        for sentence in _SENTENCE.split(unit):
-            for clause in _CLAUSE.split(sentence):
-                if not clause.strip() or _is_refusal(clause):
-                    continue
-                for item in _clause_items(clause):
-                    seen.setdefault(item.word, item)
-    return tuple(seen.values())
+line_items = lru_cache(maxsize=LINE_CACHE_SIZE)(line_words)  # each distinct line parsed once per process
 
 
 def answer_items(text: str | None) -> tuple[Extracted, ...]:
     """`lexicon.extract(text)` through the line cache: the ordered union of the answer's line words."""
-    if not text or not text.strip():
-        return ()
-    seen: dict[str, Extracted] = {}
-    for raw_line in _MARKUP.sub(" ", text).splitlines():
-        line = raw_line.strip()
-        if line:
-            for item in line_items(line):
-                seen.setdefault(item.word, item)
-    return tuple(seen.values())
+    return tuple(extract(text, line_items))
 
 
 def _check(chunk: pa.Table) -> None:

@@ -294,27 +294,41 @@ def _is_refusal(clause: str) -> bool:
     return any(pattern.search(lowered) for pattern in _REFUSAL)
 
 
+@cache
+def _starts() -> tuple[frozenset[str], frozenset[str]]:
+    """First tokens (lowercased) of the phrase and compound tables: only these can start one."""
+    table = tables()
+    return frozenset(key[0] for key in table.phrases), frozenset(first for first, _ in table.compounds)
+
+
 def _clause_words(clause: str) -> list[Extracted]:
+    """Value words of one clause, left to right: longest phrase first, then a compound, then one token
+    (the lookups are skipped for a token that starts no phrase or compound)."""
     tokens = _TOKEN.findall(clause)
-    compounds, phrases = tables().compounds, tables().phrases
+    table = tables()
+    phrases, compounds = table.phrases, table.compounds
+    phrase_starts, compound_starts = _starts()
     lowered = [t.lower().replace("’", "'") for t in tokens]
     found: list[Extracted] = []
-    index = 0
-    while index < len(tokens):
+    index, n = 0, len(tokens)
+    while index < n:
         token = tokens[index]
-        phrase = next((phrases[key] for n in range(PHRASE_MAX, 1, -1)
-                       if (key := tuple(lowered[index:index + n])) in phrases), None)
-        if phrase:
-            width = len(phrase.split())
-            found.append(Extracted(phrase, " ".join(tokens[index:index + width])))
-            index += width
-            continue
-        if index + 1 < len(tokens):
-            joined = compounds.get((token.lower(), tokens[index + 1].lower()))
-            if joined:
-                found.append(Extracted(joined, f"{token} {tokens[index + 1]}"))
-                index += 2
+        if lowered[index] in phrase_starts:
+            phrase = next((phrases[key] for width in range(PHRASE_MAX, 1, -1)
+                           if (key := tuple(lowered[index:index + width])) in phrases), None)
+            if phrase:
+                width = len(phrase.split())
+                found.append(Extracted(phrase, " ".join(tokens[index:index + width])))
+                index += width
                 continue
+        if index + 1 < n:
+            first = token.lower()
+            if first in compound_starts:
+                joined = compounds.get((first, tokens[index + 1].lower()))
+                if joined:
+                    found.append(Extracted(joined, f"{token} {tokens[index + 1]}"))
+                    index += 2
+                    continue
         word = normalize_word(token)
         if word:
             found.append(Extracted(word, token))
@@ -322,23 +336,32 @@ def _clause_words(clause: str) -> list[Extracted]:
     return found
 
 
-def extract(text: str | None) -> list[Extracted]:
-    """Distinct value words of one answer, in the order they first appear, with their surface forms."""
+def line_words(line: str) -> tuple[Extracted, ...]:
+    """Distinct value words of one stripped, non-empty, markup-free line, in order of first appearance
+    (its units, sentences and clauses; refusals skipped). Lines never share a word's context, so an
+    answer's words are the ordered union of its lines' (what `construct.extraction` caches)."""
+    seen: dict[str, Extracted] = {}
+    for unit in _units(line):
+        for sentence in _SENTENCE.split(unit):
+            for clause in _CLAUSE.split(sentence):
+                if not clause.strip() or _is_refusal(clause):
+                    continue
+                for item in _clause_words(clause):
+                    seen.setdefault(item.word, item)
+    return tuple(seen.values())
+
+
+def extract(text: str | None, parse_line: Callable[[str], Iterable[Extracted]] = line_words) -> list[Extracted]:
+    """Distinct value words of one answer, in the order they first appear, with their surface forms
+    (`parse_line`: `line_words`, or a cache of it)."""
     if not text or not text.strip():
         return []
-    text = _MARKUP.sub(" ", text)
     seen: dict[str, Extracted] = {}
-    for raw_line in text.splitlines():
+    for raw_line in _MARKUP.sub(" ", text).splitlines():
         line = raw_line.strip()
-        if not line:
-            continue
-        for unit in _units(line):
-            for sentence in _SENTENCE.split(unit):
-                for clause in _CLAUSE.split(sentence):
-                    if not clause.strip() or _is_refusal(clause):
-                        continue
-                    for item in _clause_words(clause):
-                        seen.setdefault(item.word, item)
+        if line:
+            for item in parse_line(line):
+                seen.setdefault(item.word, item)
     return list(seen.values())
 
 

@@ -9,7 +9,7 @@ config, M = ceil(N / 15) samples of the 15 prompts), each side runs in its own s
 own driver, so its peak RSS is its own) on a fresh local Ray, over the same grid rows:
 
 - sink: `generate.run_model` with the echo engine: grid walk, resume filter, Ray Data, and the
-  workers publish whole shards through `valuelex.store.sink.ShardSink` (the default path);
+  workers publish whole shards through `valuelex.engines.sink.ShardSink` (the default path);
 - driver: the same, with the engine hidden behind its `generate` only, so result batches come to
   the driver and the driver publishes them (the path before issue 20.2, still used for engines that
   are not Ray Data pipelines and for budgets with caps);

@@ -335,7 +335,7 @@ def test_format_plan_for_the_paper_study() -> None:
 
 
 def test_plan_counts_one_engine_start_per_model_for_both_grids() -> None:
-    """Completion rows go through the engine elicitation started (`valuelex.generate.shares_engines`);
+    """Completion rows go through the engine elicitation started (`valuelex.plan.shares_engines`);
     with a budget cap or adaptive M each grid starts its own, so the starts double."""
     paper = load_study(Path(__file__).resolve().parent.parent / "configs" / "paper.yaml")
     shared = plan(paper)

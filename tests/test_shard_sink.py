@@ -1,4 +1,4 @@
-"""Shards written by the Ray Data workers (`valuelex.store.sink`): every grid row stored once, failures
+"""Shards written by the Ray Data workers (`valuelex.engines.sink`): every grid row stored once, failures
 as data, resume by row_id, whole shards only after a kill -9; on a real local Ray with the echo engine."""
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def test_workers_store_every_row_once_failures_as_data_and_resume(
 
 
 def test_one_pass_of_two_stages_fills_both_tables(ray_local: None, tmp_path: Path) -> None:
-    from valuelex.store.sink import ShardSink
+    from valuelex.engines.sink import ShardSink
 
     study = echo_study(samples=3)
     model = study.models[0]
@@ -98,7 +98,7 @@ def shard_names(root: Path) -> list[str]:
 
 def test_a_retried_write_task_replaces_its_shards(tmp_path: Path) -> None:
     """Ray reruns a write task whose worker died: same rows, same shard names, nothing stored twice."""
-    from valuelex.store.sink import ShardSink
+    from valuelex.engines.sink import ShardSink
 
     study = echo_study(samples=3)
     rows = pa.Table.from_pylist(list(grid.requests(study, "elicitation", study.models[0])))

@@ -69,11 +69,12 @@ def stage(name: str, *, systems: Sequence[str | ValueSystem] | None = None, incl
 def share_generation(study: Study, stages: list[Stage]) -> list[Stage]:
     """Elicitation generates the sentence completions too when a later evaluation stage would: each
     model's engine then starts once for both grids (they do not depend on each other; only judging
-    waits for the taxonomy), unless `valuelex.generate.shares_engines` says no (adaptive M, a cap)."""
+    waits for the taxonomy), unless `valuelex.plan.shares_engines` says no (adaptive M, a cap)."""
     from dataclasses import replace
 
     from valuelex.evaluate.stage import EvaluationStage
-    from valuelex.generate import GenerationStage, shares_engines
+    from valuelex.generate import GenerationStage
+    from valuelex.plan import shares_engines
 
     first = next((i for i, s in enumerate(stages) if isinstance(s, GenerationStage) and s.stage == "elicitation"
                   and not s.also and s.samples is None), None)

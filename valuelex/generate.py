@@ -170,7 +170,7 @@ def run_model_stages(
 
     Who writes the shards (`writer`, default ``VALUELEX_SHARD_WRITER`` or ``driver``): ``driver``
     publishes the engine's result batches here, shard by shard, as they arrive; ``workers`` has a
-    Ray Data engine's workers publish them (`valuelex.store.sink.ShardSink`: only counts come
+    Ray Data engine's workers publish them (`valuelex.engines.sink.ShardSink`: only counts come
     back, progress moves once per chunk of `CHUNK_ROWS`), except under a binding budget cap, which
     settles each shard before the next block is sent. The driver stays the default: on this
     2-core machine the workers' path was slower (docs/benchmarks.md section 11).
@@ -224,7 +224,7 @@ def run_model_stages(
         generated = 0
         if writer == "workers" and isinstance(engine, RayDataEngine) and not any(
                 ledger is not None and ledger.binding for ledger in ledgers.values()):
-            from valuelex.store.sink import ShardSink  # needs Ray: imported when used
+            from valuelex.engines.sink import ShardSink  # needs Ray: imported when used
 
             sink = ShardSink(store.uri, shard_rows=study.shard_rows, conform=conform, redact=redact)
             for stats in engine.write(requests, sink, batch_rows=study.shard_rows):
@@ -314,15 +314,6 @@ def generate_stages(ctx: RunContext, stages: tuple[Stage, ...], samples: int | N
             for counter in reasons.values():
                 report.reasons.update(counter[stage])
     return reports
-
-
-def shares_engines(study: Study) -> bool:
-    """Whether elicitation and completion go through one engine pass per model (`GenerationStage.also`):
-    not with adaptive M (its rounds decide M as they go) nor under a spending cap (a stage's ledger
-    reserves for its own requests only; two stages in one stream could cross a cap)."""
-    caps = [study.budget, *study.budget.stages.values()]
-    uncapped = all(cap.max_usd is None and cap.max_tokens is None for cap in caps)
-    return uncapped and not study.evaluation.adaptive.enabled
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ and GPU-hours are estimates from documented figures in ``valuelex/data/throughpu
   throughput, per GPU, for the model's size bucket on the reference GPU (H100), / 3600. Engine
   starts (weights load, profiling, CUDA graphs: ``engine_start_minutes`` x the GPUs of every
   replica, once per model for both generation grids (the completion rows go through the engine
-  elicitation started, `valuelex.generate.shares_engines`; once per grid with adaptive M or a
+  elicitation started, `shares_engines`; once per grid with adaptive M or a
   budget cap), once per run for a vLLM judge of one replica (`valuelex.engines.vllm_server`; else
   once per attempt round)) are reported apart as
   ``start_gpu_hours``: they do not grow with M. The judge's shared instructions are counted as
@@ -164,8 +164,6 @@ def plan(study: Study, throughput_overrides: str | Path | Mapping[str, Any] | No
         notes.append(f"size_b unknown, planned as {figures['unknown_size_bucket']}: {', '.join(unknown)}")
 
     stages: dict[str, dict[str, Any]] = {}
-    from valuelex.generate import shares_engines  # generate imports this module
-
     shared = shares_engines(study)
     stages["elicitation"] = _generation(study, "elicitation", study.samples, figures)
     stages["completion"] = _generation(study, "completion", eval_samples, figures, starts=0 if shared else 1)
@@ -216,6 +214,15 @@ def plan(study: Study, throughput_overrides: str | Path | Mapping[str, Any] | No
             "buckets": figures["buckets"], "notes": notes,
         },
     }
+
+
+def shares_engines(study: Study) -> bool:
+    """Whether elicitation and completion go through one engine pass per model (`GenerationStage.also`):
+    not with adaptive M (its rounds decide M as they go) nor under a spending cap (a stage's ledger
+    reserves for its own requests only; two stages in one stream could cross a cap)."""
+    caps = [study.budget, *study.budget.stages.values()]
+    uncapped = all(cap.max_usd is None and cap.max_tokens is None for cap in caps)
+    return uncapped and not study.evaluation.adaptive.enabled
 
 
 def _price(study: Study, stages: dict[str, dict[str, Any]], per_model: dict[str, dict[str, Any]]) -> float | None:

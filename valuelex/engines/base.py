@@ -23,8 +23,8 @@ import pyarrow as pa
 if TYPE_CHECKING:
     import ray.data
 
+    from valuelex.engines.sink import ShardSink, ShardStats
     from valuelex.spec import ModelSpec
-    from valuelex.store.sink import ShardSink, ShardStats
 
 RESULT_FIELDS = (
     pa.field("response", pa.string()),

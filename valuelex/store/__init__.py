@@ -4,9 +4,7 @@
 - `layout`: every path of a run, spelled once;
 - `lock`: one writer per run (`OutputLock`; `LockHeld` when another writer holds it);
 - `run`: `RunStore`, a run's documents, tables, judgments and scores, and the one rule for which
-  stored judgments count;
-- `sink`: `ShardSink`, a Ray Data Datasink that publishes engine results as shards from the workers
-  (imported from its module: it needs Ray).
+  stored judgments count (the workers' shard writer, `valuelex.engines.sink`, publishes through it).
 """
 
 from valuelex.store.lock import LockHeld, OutputLock

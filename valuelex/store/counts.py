@@ -2,7 +2,7 @@
 
 `StageCounts.of(shard)` is the one count of a stored shard: rows, failed rows (``error`` set),
 prompt and completion tokens, and the first line of each (redacted) error. The driver path counts
-each shard it publishes with it; the workers' path (`valuelex.store.sink`) counts in the write
+each shard it publishes with it; the workers' path (`valuelex.engines.sink`) counts in the write
 task and returns `ShardStats` (per stage), the only thing that comes back to the driver.
 """
 

@@ -27,14 +27,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from valuelex.evaluate.llm_judge import (
-    answer_schema,
-    build_prompt,
-    format_answer,
-    instructions,
-    load_examples,
-    parse_answer,
-)
+from valuelex.evaluate.judge_prompt import answer_schema, build_prompt, format_answer, instructions, load_examples
+from valuelex.evaluate.llm_judge import parse_answer
 from valuelex.evaluate.systems import ValueSystem, load_value_system
 
 BUILTIN = [

@@ -17,7 +17,7 @@ from valuelex import grid
 from valuelex.budget import BudgetReached
 from valuelex.cli import app
 from valuelex.errors import StudyError
-from valuelex.evaluate.llm_judge import build_prompt, load_examples, prefix_for, rotated_prefixes
+from valuelex.evaluate.judge_prompt import build_prompt, load_examples, prefix_for, rotated_prefixes
 from valuelex.evaluate.systems import load_value_system
 from valuelex.plan import generation_estimate, judge_estimate
 from valuelex.report.facts import facts_section

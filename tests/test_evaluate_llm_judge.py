@@ -8,15 +8,11 @@ import json
 import pytest
 
 from valuelex.evaluate.config import EvaluationSpec
+from valuelex.evaluate.judge_prompt import answer_schema, build_prompt, format_answer, instructions, load_examples
 from valuelex.evaluate.judgments import JudgeTask
 from valuelex.evaluate.llm_judge import (
-    answer_schema,
-    build_prompt,
-    format_answer,
-    instructions,
     judge_tasks,
     judge_with_retries,
-    load_examples,
     parse_answer,
     request_row,
     request_seed,

@@ -15,8 +15,9 @@ import pytest
 
 from tests.fault_server import FaultServer
 from valuelex.evaluate.config import EvaluationSpec
+from valuelex.evaluate.judge_prompt import load_examples, rotated_prefixes
 from valuelex.evaluate.judgments import JudgeTask, is_blank, judgment
-from valuelex.evaluate.llm_judge import LLMJudge, judge_tasks, load_examples, rotated_prefixes
+from valuelex.evaluate.llm_judge import LLMJudge, judge_tasks
 from valuelex.evaluate.position import disagreement, order_offset, rotate, run_position_check, sample_ids
 from valuelex.evaluate.systems import load_value_system
 from valuelex.spec import ModelSpec

@@ -135,7 +135,8 @@ def test_rejudge_subset_is_seeded_and_bounded(run: str) -> None:
 def test_llm_second_pass_uses_another_seed_and_maps_back() -> None:
     """The second pass through the real judge loop with a fake engine: other seeds, retry temperature."""
     from valuelex.evaluate.config import EvaluationSpec
-    from valuelex.evaluate.llm_judge import format_answer, request_seed
+    from valuelex.evaluate.judge_prompt import format_answer
+    from valuelex.evaluate.llm_judge import request_seed
     from valuelex.evaluate.systems import load_value_system
 
     system = load_value_system("mft")

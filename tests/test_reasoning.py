@@ -18,7 +18,7 @@ from tests.helpers import elicit, evaluate, study_dict
 from valuelex.construct.extraction import extract_table
 from valuelex.engines.reasoning import TRUNCATED, answer_columns, split_reasoning
 from valuelex.engines.replies import parse_reply
-from valuelex.evaluate.llm_judge import build_prompt
+from valuelex.evaluate.judge_prompt import build_prompt
 from valuelex.evaluate.systems import load_value_system
 from valuelex.spec import Study, fingerprint_of
 from valuelex.store import OutputRoot, RunStore

@@ -389,7 +389,7 @@ def _judge_config(spec: Any) -> Any:
 
 def _judge_prefix_tokens(system_name: str, figures: Mapping[str, Any], notes: list[str]) -> float:
     """Tokens of the judge's shared instructions for a value system (few-shot examples included)."""
-    from valuelex.evaluate.llm_judge import instructions, load_examples
+    from valuelex.evaluate.judge_prompt import instructions, load_examples
     from valuelex.evaluate.systems import load_value_system
 
     try:

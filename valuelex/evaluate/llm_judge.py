@@ -198,6 +198,11 @@ class LLMJudge:
                 else build_engine(self.model, use_gpu=self.use_gpu, journal=self.journal)
         return self._engine
 
+    @property
+    def engine_starts(self) -> int:
+        """Engine starts of this judge's engine so far (`valuelex.engines.vllm_server`: one per run)."""
+        return getattr(self._engine, "starts", 0)
+
     def close(self) -> None:
         """End a kept-up engine this judge started (one given to it is its owner's to close)."""
         if self._engine is not None and self._owns_engine and hasattr(self._engine, "close"):

@@ -256,7 +256,7 @@ def evaluate(ctx: RunContext, systems: list[ValueSystem], judge: Any, *, generat
         summary.update(ledger.record())
     if position is not None:
         summary["position_check"] = {name: part.get("disagreement_rate") for name, part in position["systems"].items()}
-    summary["judge_engine_starts"] = getattr(getattr(judge, "_engine", None), "starts", 0)
+    summary["judge_engine_starts"] = getattr(judge, "engine_starts", 0)  # the embedding judge has no engine
     store.write_evaluation_summary(summary)
     idle = completions_generated_with is not None and not completion.generated_rows
     parts = {"completion": {"started": completion_started, **completion.summary()}} if generate and not idle else {}

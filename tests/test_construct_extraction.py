@@ -32,6 +32,12 @@ HAND_MADE = [
     "**Transparency** **Accountability**", "My values: honesty and care", "Honesty: I always tell the truth",
     "a) Wisdom\nb) Courage\n(3) Temperance\n• Justice\n► Hope\n▪ Faith", "honesty/integrity & respect or care",
     "Although I value honesty, I also value kindness whereas others value power yet I prefer humility",
+    # plain lines (the vectorised path) and the cases that must leave it
+    "Honesty", "Kindness", "kindness, Care, and care.", "  Patience ,, wisdom  ", "Courage!", "Trust?",
+    "I do not value power", "We lack fairness and care", "Sorry, honesty first", "I value justice for all",
+    "Justice for all and freedom of speech", "Honest and honesty and HONESTY", "Open minded and self care",
+    "My core values are Respect, Family and Freedom.", "Integrity\n\nIntegrity\nhonest", "x y z",
+    "Honesty.Integrity", "Honesty,Integrity", "care while learning", "Care\tand trust", "Dignity\n   \n",
 ]
 
 

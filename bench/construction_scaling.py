@@ -1,12 +1,15 @@
 """How value construction scales with the number of respondents (525, 5,250, 52,500 by default).
 
-    python bench/construction_scaling.py [--sizes 525 5250 52500] [--json out.json] [--items 15]
+    python bench/construction_scaling.py [--sizes 525 5250 52500 525000] [--workers 2] [--json out.json]
 
-Synthetic answers (valuelex.construct.synthetic, 4 planted factors over ~120 value words, about
-6 words per answer as in the paper's 43,884 words from 525 respondents x 15 prompts) go through
+Synthetic answers (valuelex.construct.synthetic.bulk_elicitation, 4 planted factors over ~136 value
+words, about 6 words per answer as in the paper's 43,884 words from 525 respondents x 15 prompts,
+written block by block) go through
 each step of the construction pipeline. Every step runs in its own subprocess, reading the
 previous step's output from disk, so its time and peak memory (ru_maxrss of that process; the
 "base" column is the process after imports and input loading) are its own. Naming is excluded.
+Extraction and incidence run per chunk (`chunk_rows` answers, `answers_chunk` as in the stage's Ray tasks) in
+`--workers` processes, each reading its own row groups and writing its own occurrence file.
 FAISS and scikit-learn KMeans are compared on the same embeddings: the word embeddings (what the
 pipeline clusters) and, to show the scaling, N noisy copies of them (N = respondents).
 """
@@ -27,6 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 STEPS = ("generate", "extraction", "countvectorizer", "cooccurrence", "correlation_phi", "correlation_tetrachoric",
          "parallel_analysis", "efa", "embedding", "kmeans", "kmeans_compare")
+COMPARE_MAX = 52_500  # the side-by-side comparisons hold every answer (or point) in one process
 PIPELINE_STEPS = tuple(s for s in STEPS[1:-1] if s != "countvectorizer")
 
 
@@ -34,14 +38,42 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def _step(name: str, work: Path, n: int, items: int) -> dict:
+def _extract_groups(work: Path, worker: int, groups: list[int]) -> tuple[int, int, float]:
+    """Extraction and incidence of some row groups (one chunk each, as `cooccurrence.answers_chunk` in a
+    Ray task): occurrences/<worker>.parquet and incidence/<worker>.npz. Returns (answers, words, RSS MB)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from valuelex.construct.cooccurrence import answers_chunk, reduce_incidence
+    from valuelex.construct.lexicon import OCCURRENCE_SCHEMA
+
+    source = pq.ParquetFile(work / "elicitation.parquet")
+    for folder in ("occurrences", "incidence"):
+        (work / folder).mkdir(exist_ok=True)
+    answers = occurrences = 0
+    incidences = []
+    with pq.ParquetWriter(work / "occurrences" / f"{worker}.parquet", OCCURRENCE_SCHEMA) as writer:
+        for group in groups:
+            chunk = source.read_row_group(group)
+            part, incidence = answers_chunk(chunk)
+            answers, occurrences = answers + chunk.num_rows, occurrences + part.num_rows
+            writer.write_table(part)
+            incidences.append(incidence)
+    merged = reduce_incidence(incidences)
+    counts = merged.counts
+    np.savez(work / "incidence" / f"{worker}.npz", data=counts.data, indices=counts.indices, indptr=counts.indptr,
+             shape=np.array(counts.shape), units=np.array(["\x1f".join(u) for u in merged.units]),
+             words=np.array(merged.words))
+    return answers, occurrences, _rss_mb()
+
+
+def _step(name: str, work: Path, n: int, items: int, workers: int = 1) -> dict:
     """Run one step in this (fresh) process; returns its timing and memory."""
     import numpy as np
     import pyarrow.parquet as pq
     import scipy.sparse as sp
 
     from valuelex.construct.config import ConstructionSpec
-    from valuelex.construct.lexicon import OCCURRENCE_SCHEMA
 
     spec = ConstructionSpec()
     extra: dict = {}
@@ -55,32 +87,41 @@ def _step(name: str, work: Path, n: int, items: int) -> dict:
         return Incidence([("u", str(i)) for i in range(counts.shape[0])], words, counts)
 
     if name == "generate":
-        from valuelex.construct.synthetic import LARGE, synthetic_elicitation
+        from valuelex.construct.synthetic import LARGE, bulk_elicitation
 
         base = _rss_mb()
         start = time.perf_counter()
-        table = synthetic_elicitation(n, LARGE, items=items, p_mention=0.12, strength=2.0, noise_rate=0.002, seed=0)
-        pq.write_table(table, work / "elicitation.parquet")
-        extra = {"rows": table.num_rows}
+        rows = 0
+        writer = None
+        for block in bulk_elicitation(n, LARGE, items=items, p_mention=0.12, strength=2.0, noise_rate=0.002,
+                                      seed=0):
+            writer = writer or pq.ParquetWriter(work / "elicitation.parquet", block.schema)
+            writer.write_table(block, row_group_size=spec.chunk_rows)
+            rows += block.num_rows
+        writer.close()
+        extra = {"rows": rows}
     elif name == "extraction":
-        from valuelex.construct.extraction import extract_table
+        from concurrent.futures import ProcessPoolExecutor
 
-        table = pq.read_table(work / "elicitation.parquet")
+        groups = pq.ParquetFile(work / "elicitation.parquet").num_row_groups
         base = _rss_mb()
         start = time.perf_counter()
-        n_occurrences = 0
-        with pq.ParquetWriter(work / "occurrences.parquet", OCCURRENCE_SCHEMA) as writer:  # chunk by chunk
-            for i in range(0, table.num_rows, spec.chunk_rows):
-                part = extract_table(table.slice(i, spec.chunk_rows))
-                n_occurrences += part.num_rows
-                writer.write_table(part)
-        extra = {"answers": table.num_rows, "word_occurrences": n_occurrences}
+        shares = [list(range(w, groups, workers)) for w in range(workers)]
+        if workers == 1:
+            results = [_extract_groups(work, 0, shares[0])]
+        else:
+            with ProcessPoolExecutor(workers) as pool:
+                results = list(pool.map(_extract_groups, [work] * workers, range(workers), shares))
+        extra = {"answers": sum(r[0] for r in results), "word_occurrences": sum(r[1] for r in results),
+                 "workers": workers, "worker_rss_peak_mb": max(r[2] for r in results)}
+    elif name in ("countvectorizer", "kmeans_compare") and n > COMPARE_MAX:
+        return {"step": name, "seconds": None, "skipped": f"only up to {COMPARE_MAX} respondents"}
     elif name == "countvectorizer":
         # scikit-learn's CountVectorizer(binary=True) with the value vocabulary, over the same answers
         from sklearn.feature_extraction.text import CountVectorizer
 
         table = pq.read_table(work / "elicitation.parquet", columns=["response"])
-        vocabulary = sorted(set(pq.read_table(work / "occurrences.parquet", columns=["word"])["word"].to_pylist()))
+        vocabulary = sorted(set(pq.read_table(work / "occurrences", columns=["word"])["word"].unique().to_pylist()))
         answers = [a or "" for a in table["response"].to_pylist()]
         base = _rss_mb()
         start = time.perf_counter()
@@ -89,13 +130,19 @@ def _step(name: str, work: Path, n: int, items: int) -> dict:
         matrix = vectorizer.transform(answers)
         extra = {"answers": len(answers), "vocabulary": len(vocabulary), "nonzero": int(matrix.nnz)}
     elif name == "cooccurrence":
-        from valuelex.construct.cooccurrence import incidence_chunk, prune, reduce_incidence
+        from valuelex.construct.cooccurrence import prune, reduce_incidence
 
-        occurrences = pq.read_table(work / "occurrences.parquet")
         base = _rss_mb()
         start = time.perf_counter()
-        chunks = range(0, occurrences.num_rows, 500_000)
-        incidence = reduce_incidence(incidence_chunk(occurrences.slice(i, 500_000)) for i in chunks)
+        from valuelex.construct.cooccurrence import Incidence
+
+        parts = []
+        for path in sorted((work / "incidence").glob("*.npz")):  # the extraction workers' incidences
+            data = np.load(path, allow_pickle=False)
+            counts = sp.csr_matrix((data["data"], data["indices"], data["indptr"]), shape=tuple(data["shape"]))
+            parts.append(Incidence([tuple(u.split("\x1f")) for u in data["units"].tolist()],
+                                   data["words"].tolist(), counts))
+        incidence = reduce_incidence(parts)
         pruned, _ = prune(incidence, spec.min_word_respondents)
         counts = pruned.counts
         np.savez(work / "incidence.npz", data=counts.data, indices=counts.indices, indptr=counts.indptr,
@@ -199,14 +246,15 @@ def _kmeans_compare(embeddings, n_points: int) -> dict:
     return out
 
 
-def _run_size(n: int, items: int, root: Path) -> list[dict]:
+def _run_size(n: int, items: int, root: Path, workers: int) -> list[dict]:
     work = root / str(n)
     work.mkdir(parents=True, exist_ok=True)
     rows = []
     for step in STEPS:
         started = time.perf_counter()
-        proc = subprocess.run([sys.executable, __file__, "--step", step, "--workdir", str(work), "--n", str(n),
-                               "--items", str(items)], capture_output=True, text=True, check=False)
+        command = [sys.executable, __file__, "--step", step, "--workdir", str(work), "--n", str(n),
+                   "--items", str(items), "--workers", str(workers)]
+        proc = subprocess.run(command, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise SystemExit(f"step {step} (n={n}) failed:\n{proc.stderr[-3000:]}")
         result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -226,15 +274,17 @@ def _table(rows: list[dict]) -> str:
         cells = ""
         for n in sizes:
             r = by[(n, step)]
-            memory = f"{r['rss_peak_mb']:.0f} (+{r['rss_peak_mb'] - r['rss_base_mb']:.0f})"
+            peak = max(r["rss_peak_mb"], r.get("worker_rss_peak_mb", 0))  # extraction workers: their own peak
+            memory = f"{peak:.0f} (+{peak - r['rss_base_mb']:.0f})"
             cells += f"{r['seconds']:>12.2f}{memory:>16}"
         lines.append(step.ljust(24) + cells)
     total = {n: sum(by[(n, s)]["seconds"] for s in PIPELINE_STEPS) for n in sizes}
     lines.append("total (pipeline steps)".ljust(24) + "".join(f"{total[n]:>12.2f}{'':>16}" for n in sizes))
+    compared = [n for n in sizes if by[(n, "countvectorizer")]["seconds"] is not None]
     lines.append("countvectorizer (same answers)".ljust(24) + "".join(
-        f"{by[(n, 'countvectorizer')]['seconds']:>12.2f}{'':>16}" for n in sizes))
+        f"{by[(n, 'countvectorizer')]['seconds']:>12.2f}{'':>16}" for n in compared))
     lines.append("extraction / countvect.".ljust(24) + "".join(
-        f"{by[(n, 'extraction')]['seconds'] / by[(n, 'countvectorizer')]['seconds']:>12.2f}{'':>16}" for n in sizes))
+        f"{by[(n, 'extraction')]['seconds'] / by[(n, 'countvectorizer')]['seconds']:>12.2f}{'':>16}" for n in compared))
     lines.append("")
     lines.append("data: " + "; ".join(
         f"n={n}: {by[(n, 'extraction')]['answers']} answers, {by[(n, 'extraction')]['word_occurrences']} words, "
@@ -242,7 +292,7 @@ def _table(rows: list[dict]) -> str:
         f"(Kaiser {by[(n, 'parallel_analysis')]['k_kaiser']})" for n in sizes))
     lines.append("")
     lines.append("KMeans, FAISS (all threads, 1 thread) vs scikit-learn, 5 restarts x 50 iterations (s / inertia):")
-    for n in sizes:
+    for n in compared:
         for label, r in by[(n, "kmeans_compare")].items():
             if isinstance(r, dict) and "faiss" in r:
                 cells = "   ".join(f"{impl} {r[impl]['seconds']:.3f} s / {r[impl]['inertia']:.1f}"
@@ -255,18 +305,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[525, 5250, 52500])
     parser.add_argument("--items", type=int, default=15, help="answers per respondent (prompts x samples)")
+    parser.add_argument("--workers", type=int, default=1, help="extraction processes (the stage's Ray tasks)")
     parser.add_argument("--json", type=Path, default=None, help="write all measurements here")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--step", choices=STEPS, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step:
-        print(json.dumps(_step(args.step, args.workdir, args.n, args.items)))
+        print(json.dumps(_step(args.step, args.workdir, args.n, args.items, args.workers)))
         return
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="vlx-bench-") as tmp:
         root = args.workdir or Path(tmp)
-        rows = [row for n in args.sizes for row in _run_size(n, args.items, root)]
+        rows = [row for n in args.sizes for row in _run_size(n, args.items, root, args.workers)]
     report = _table(rows)
     print()
     print(report)

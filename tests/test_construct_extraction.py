@@ -1,15 +1,24 @@
-"""The dedupe-and-expand extraction gives exactly the reference per-answer extraction's rows."""
+"""The vectorised extraction gives exactly the reference per-answer extraction's rows."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from valuelex.construct.cooccurrence import correlation_matrix, incidence_chunk
 from valuelex.construct.extraction import answer_items, extract_table, extract_table_reference, line_items
-from valuelex.construct.lexicon import OCCURRENCE_SCHEMA, extract
-from valuelex.construct.synthetic import LARGE, PLANTED, synthetic_elicitation
+from valuelex.construct.lexicon import OCCURRENCE_SCHEMA, extract, normalize_word
+from valuelex.construct.synthetic import (
+    LARGE,
+    NOISE,
+    PLANTED,
+    bulk_elicitation,
+    planted_truth,
+    synthetic_elicitation,
+)
 
 DATA = Path(__file__).parent / "data"
 
@@ -94,3 +103,21 @@ def test_empty_and_all_failed_chunks() -> None:
     assert extract_table(_hand_made_table([])).num_rows == 0
     failed = _hand_made_table([None, "", "Honesty"]).set_column(6, "error", pa.array(["x", "y", "z"]))
     assert extract_table(failed).num_rows == 0 == extract_table_reference(failed).num_rows
+
+
+def test_bulk_generator_answers_give_the_reference_rows_and_keep_the_planted_structure() -> None:
+    blocks = list(bulk_elicitation(300, LARGE, items=15, block=120, p_mention=0.12, strength=2.0,
+                                   noise_rate=0.002, seed=3))
+    table = pa.concat_tables(blocks)
+    assert [b.num_rows for b in blocks] == [1800, 1800, 900]
+    assert table["model"].to_pylist()[:16] == ["m0000000"] * 15 + ["m0000001"]  # a respondent's answers together
+    out = _assert_same(table)
+    truth = planted_truth(LARGE)
+    assert set(out["word"].to_pylist()) - set(truth) <= {normalize_word(w) for w in NOISE}
+    # planted structure: words of one factor co-occur in respondents more than words of two factors
+    incidence = incidence_chunk(out)
+    phi = correlation_matrix(incidence.binary, "phi")
+    factor = np.array([truth.get(w, "noise") for w in incidence.words])
+    same = factor[:, None] == factor[None, :]
+    off = ~np.eye(len(factor), dtype=bool) & (factor != "noise")[:, None] & (factor != "noise")[None, :]
+    assert phi[same & off].mean() > phi[~same & off].mean() + 0.1

@@ -124,6 +124,30 @@ def test_phi_is_pearson_on_the_binary_matrix() -> None:
     np.testing.assert_allclose(correlation_matrix(sp.csr_matrix(binary), "phi"), np.corrcoef(binary.T), atol=1e-12)
 
 
+def test_dense_blocks_count_exactly_what_the_sparse_product_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from valuelex.construct import cooccurrence
+
+    rng = np.random.default_rng(1)
+    binary = sp.csr_matrix((rng.random((1003, 7)) < rng.uniform(0.05, 0.7, 7)).astype(float))
+    expected = (binary.T @ binary).toarray()
+    monkeypatch.setattr(cooccurrence, "DENSE_BLOCK_CELLS", 7 * 100)  # 11 blocks of 100 rows (the last 3)
+    joint, used, n = cooccurrence.cooccurrence_counts(binary)
+    np.testing.assert_array_equal(joint, expected)
+    np.testing.assert_array_equal(used, np.diag(expected))
+    assert n == 1003
+
+
+def test_random_counts_are_the_counts_of_the_same_random_incidence() -> None:
+    from valuelex.construct.cooccurrence import cooccurrence_counts, random_counts, random_incidence
+
+    used = np.array([1, 5, 40, 250, 499, 500])
+    for seed in range(3):
+        fast = random_counts(500, used, np.random.default_rng(seed))
+        reference = cooccurrence_counts(random_incidence(500, used, np.random.default_rng(seed)))
+        np.testing.assert_array_equal(fast[0], reference[0])
+        np.testing.assert_array_equal(fast[1], used)
+
+
 # --- incidence ---------------------------------------------------------------------------------
 
 

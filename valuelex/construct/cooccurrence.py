@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 from scipy import optimize, stats
 from scipy.special import ndtr, ndtri, owens_t
@@ -65,18 +66,31 @@ class Incidence:
 
 
 def incidence_chunk(occurrences: pa.Table, unit: Unit = "respondent") -> Incidence:
-    """Incidence of one chunk of word occurrences (`lexicon.OCCURRENCE_SCHEMA` rows); a pure function."""
+    """Incidence of one chunk of word occurrences (`lexicon.OCCURRENCE_SCHEMA` rows); a pure function.
+
+    Units and words are numbered in order of first appearance (Arrow dictionary codes, combined
+    per unit and factorised as integers), so no string is hashed twice."""
     columns = UNIT_COLUMNS[unit]
     if occurrences.num_rows == 0:
         return Incidence([], [], sp.csr_matrix((0, 0), dtype=np.int32))
-    frame = occurrences.select([*columns, "word"]).to_pandas()
-    unit_codes, unit_index = pd.MultiIndex.from_frame(frame[list(columns)]).factorize()
-    word_codes, word_index = pd.factorize(frame["word"])
+    encoded = [pc.dictionary_encode(occurrences.column(c).combine_chunks()) for c in (*columns, "word")]
+    *keys, word = encoded
+    combined = np.zeros(occurrences.num_rows, dtype=np.int64)
+    for key in keys:
+        combined = combined * len(key.dictionary) + key.indices.to_numpy(zero_copy_only=False)
+    unit_codes, first_codes = pd.factorize(combined)
+    parts = []
+    for key in reversed(keys):
+        parts.append(first_codes % len(key.dictionary))
+        first_codes = first_codes // len(key.dictionary)
+    values = [key.dictionary.take(pa.array(part)).to_pylist() for key, part in zip(keys, reversed(parts), strict=True)]
+    word_codes = word.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     counts = sp.coo_matrix(
-        (np.ones(len(frame), dtype=np.int32), (unit_codes, word_codes)), shape=(len(unit_index), len(word_index))
+        (np.ones(len(word_codes), dtype=np.int32), (unit_codes, word_codes)),
+        shape=(len(values[0]), len(word.dictionary)),
     ).tocsr()
     counts.sum_duplicates()
-    return Incidence([tuple(u) for u in unit_index], list(word_index), counts)
+    return Incidence(list(zip(*values, strict=True)), word.dictionary.to_pylist(), counts)
 
 
 def reduce_incidence(parts: Iterable[Incidence]) -> Incidence:
@@ -176,24 +190,42 @@ def prune(incidence: Incidence, min_units: int) -> tuple[Incidence, Pruning]:
 
 
 DENSE_MIN_DENSITY = 0.01
-DENSE_MAX_CELLS = 64_000_000  # 256 MB as float32
+DENSE_BLOCK_CELLS = 32_000_000  # rows go dense in blocks of at most this many cells (128 MB as float32)
 
 
 def cooccurrence_counts(binary: sp.spmatrix) -> tuple[np.ndarray, np.ndarray, int]:
     """(n11 matrix of joint use, units per word, number of units) of a 0/1 incidence matrix.
 
     Value words are common (a third of respondents use a typical kept word), so the sparse product
-    does more work than a dense BLAS one: above 1% density the matrix goes dense in float32, which
-    counts exactly below 2**24 units and is ~15x faster at 52,500 respondents.
+    does more work than a dense BLAS one: above 1% density the rows go dense in float32 blocks and
+    n11 = sum over blocks of B'B, which counts exactly below 2**24 units (~15x faster at 52,500
+    respondents, and memory stays one block at any number of units).
     """
     n_units, n_words = binary.shape
     cells = n_units * n_words
-    if cells and binary.nnz / cells >= DENSE_MIN_DENSITY and cells <= DENSE_MAX_CELLS and n_units < 2**24:
-        dense = binary.toarray().astype(np.float32, copy=False)
-        joint = (dense.T @ dense).astype(np.float64)
+    if cells and binary.nnz / cells >= DENSE_MIN_DENSITY and n_units < 2**24:
+        binary = sp.csr_matrix(binary)
+        step = max(1, DENSE_BLOCK_CELLS // max(n_words, 1))
+        joint32 = np.zeros((n_words, n_words), dtype=np.float32)
+        for start in range(0, n_units, step):
+            dense = binary[start:start + step].toarray().astype(np.float32, copy=False)
+            joint32 += dense.T @ dense
+        joint = joint32.astype(np.float64)
     else:
         binary = sp.csc_matrix(binary, dtype=np.float64)
         joint = np.asarray((binary.T @ binary).toarray())
+    return joint, np.diag(joint).copy(), n_units
+
+
+def random_counts(n_units: int, used: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
+    """`cooccurrence_counts(random_incidence(n_units, used, rng))`, the same draws, without the sparse matrix:
+    each word's random users are set in a dense words x units float32 block and n11 = B B' by BLAS."""
+    if n_units * len(used) > 4 * DENSE_BLOCK_CELLS or n_units >= 2**24:
+        return cooccurrence_counts(random_incidence(n_units, used, rng))
+    dense = np.zeros((len(used), n_units), dtype=np.float32)
+    for word, k in enumerate(used):
+        dense[word, rng.choice(n_units, size=int(k), replace=False)] = 1.0
+    joint = (dense @ dense.T).astype(np.float64)
     return joint, np.diag(joint).copy(), n_units
 
 

@@ -19,9 +19,8 @@ import numpy as np
 from scipy import optimize
 
 from valuelex.construct.cooccurrence import (
-    cooccurrence_counts,
     phi_from_counts,
-    random_incidence,
+    random_counts,
     tetrachoric_from_counts,
 )
 from valuelex.errors import ConstructionError
@@ -47,7 +46,7 @@ def parallel_thresholds(used: np.ndarray, n_units: int, method: Literal["phi", "
     rng = np.random.default_rng(seed)
     runs = []
     for _ in range(iterations):
-        joint, used_r, n = cooccurrence_counts(random_incidence(n_units, used, rng))
+        joint, used_r, n = random_counts(n_units, used, rng)
         if method == "phi":
             corr = phi_from_counts(joint, used_r, n)
         else:

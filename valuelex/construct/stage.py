@@ -132,7 +132,7 @@ def construct(study: Study, store: RunStore, *, namer: Namer | None = None, judg
         )
     corpus = Corpus(
         unit=spec.unit, n_rows=n_rows, n_failed_rows=n_failed, n_answers=answered.num_rows,
-        n_answers_with_words=len(set(occurrences.column("row_id").to_pylist())), n_units=n_units,
+        n_answers_with_words=pc.count_distinct(occurrences.column("row_id")).as_py(), n_units=n_units,
         n_units_analysed=pruned.n_units, n_word_occurrences=occurrences.num_rows,
         n_distinct_words=pruning.n_words_before + n_rejected, n_rejected_by_judge=n_rejected,
         min_word_respondents=spec.min_word_respondents, n_rare_words=pruning.n_rare,
@@ -160,7 +160,7 @@ def construct(study: Study, store: RunStore, *, namer: Namer | None = None, judg
 
     in_taxonomy = {entry.word for sub in taxonomy.subdimensions() for entry in sub.words}
     words_table = occurrences.append_column(
-        "in_taxonomy", pa.array([w in in_taxonomy for w in occurrences.column("word").to_pylist()], pa.bool_())
+        "in_taxonomy", pc.is_in(occurrences.column("word"), value_set=pa.array(sorted(in_taxonomy), pa.string()))
     )
     uri = store.write_taxonomy(spec.label, taxonomy_document(taxonomy), words_table, stability_table)
     summary_out = {

@@ -10,13 +10,14 @@ refusals, empty answers and failed rows. The planted word -> factor map is the g
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from valuelex.construct.lexicon import VARIANTS, normalize_word
 
@@ -353,3 +354,91 @@ def grouped_factor_data(n: int = 1000, groups: int = 3, *, per: int = 4, loading
         xs.append((x > 0.3).astype(float) if binary else x)
         labels += [f"g{g}"] * n
     return np.vstack(xs), labels, factor_of
+
+
+# --- many respondents at once (the construction-scaling benchmark) --------------------------------
+
+
+def _form_table(vocab: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Every written form of every word (its variants x plain/Capital/UPPER case, as `_answer` writes
+    them): the forms, and per word the first form index and the number of variants."""
+    forms: list[str] = []
+    first = np.zeros(len(vocab), dtype=np.int64)
+    n_variants = np.zeros(len(vocab), dtype=np.int64)
+    for i, word in enumerate(vocab):
+        first[i] = len(forms)
+        spellings = (word, *_forms(word))
+        n_variants[i] = len(spellings)
+        for spelling in spellings:
+            forms += [spelling, spelling.capitalize(), spelling.upper()]
+    return forms, first, n_variants
+
+
+def bulk_elicitation(n_respondents: int, factors: Mapping[str, Sequence[str]] | None = None, *,
+                     items: int = 15, block: int = 20_000, strength: float = 2.5, p_mention: float = 0.4,
+                     noise_rate: float = 0.0, refusal_rate: float = 0.02, empty_rate: float = 0.01,
+                     failed_rate: float = 0.01, seed: int = 0) -> Iterator[pa.Table]:
+    """`synthetic_elicitation`'s model and answer shapes, drawn with numpy for `block` respondents at a
+    time (one config per model, one sample per item): tables of ``block * items`` rows each, a
+    respondent's answers together as in a run's grid, so a million respondents fit in memory one
+    block at a time. Not the same random stream."""
+    factors = PLANTED if factors is None else factors
+    planted_truth(factors)
+    rng = np.random.default_rng(seed)
+    names = list(factors)
+    vocab = [w for f in names for w in factors[f]] + list(NOISE)
+    factor_of = np.array([names.index(f) for f in names for _ in factors[f]])
+    base = rng.uniform(-1.0, 0.5, size=len(factor_of))
+    forms, first_form, n_variants = _form_table(vocab)
+    refusals, trainings = np.array(_REFUSALS, dtype=object), ("aligned", "instruction-tuned", "pretrained")
+    for start in range(0, n_respondents, block):
+        n = min(block, n_respondents - start)
+        z = rng.standard_normal((n, len(names)))
+        held = rng.random((n, len(factor_of))) < 1 / (1 + np.exp(-(base + strength * z[:, factor_of])))
+        held = np.hstack([held, rng.random((n, len(NOISE))) < noise_rate])
+        answers: list[str | None] = []
+        errors: list[str | None] = []
+        for _ in range(items):
+            said = held & (rng.random(held.shape, dtype=np.float32) < p_mention)
+            who, word = np.nonzero(said)
+            order = np.lexsort((rng.random(len(who)), who))  # a random order of each answer's words
+            who, word = who[order], word[order]
+            variant = np.where(rng.random(len(word)) < 0.3, rng.integers(0, 1 << 30, len(word)) % n_variants[word], 0)
+            case = np.searchsorted([0.6, 0.65], rng.random(len(word)), side="right")  # Capital, UPPER, plain
+            text = np.array(forms, dtype=object)[first_form[word] + 3 * variant + np.array([1, 2, 0])[case]]
+            bounds = np.searchsorted(who, np.arange(n + 1))
+            roll, shape = rng.random(n), rng.integers(0, 5, n)
+            prose = rng.integers(0, len(_PROSE), n)
+            refusal = refusals[rng.integers(0, len(_REFUSALS), n)]
+            for r in range(n):
+                if roll[r] < failed_rate:
+                    answers.append(None)
+                    errors.append("EngineError: synthetic failure")
+                    continue
+                errors.append(None)
+                words = text[bounds[r]:bounds[r + 1]]
+                if roll[r] < failed_rate + empty_rate:
+                    answers.append("")
+                elif roll[r] < failed_rate + empty_rate + refusal_rate or not len(words):
+                    answers.append(refusal[r])
+                elif shape[r] == 0:
+                    answers.append("Here are the words:\n" + "\n".join(f"{i + 1}. {w}" for i, w in enumerate(words)))
+                elif shape[r] == 1:
+                    answers.append("\n".join(f"- **{w}:** I am committed to this in every response." for w in words))
+                elif shape[r] == 2:
+                    answers.append("\n".join(f"* {w} - this matters to me." for w in words))
+                else:
+                    listed = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+                    answers.append(_PROSE[prose[r]].format(list=listed))
+        models = pa.array([f"m{m:07d}" for m in range(start, start + n)] * items, pa.string())
+        item_ids = pa.array(np.repeat([f"q{i + 1:02d}" for i in range(items)], n), pa.string())
+        index = np.tile(np.arange(start, start + n), items)
+        yield pa.table({
+            "row_id": pc.binary_join_element_wise(models, "t0.7-p0.9", item_ids, "0", "|"),
+            "model": models, "config": pa.array(["t0.7-p0.9"] * len(index), pa.string()),
+            "training": pa.array(np.array(trainings, dtype=object)[index % 3], pa.string()),
+            "size_b": pa.array((1 + index % 70).astype(float)),
+            "family": pa.array(np.array([f"family{k}" for k in range(5)], dtype=object)[index % 5], pa.string()),
+            "item_id": item_ids, "sample": pa.array(np.zeros(len(index), np.int64)),
+            "response": pa.array(answers, pa.string()), "error": pa.array(errors, pa.string()),
+        }).take(pa.array(np.arange(n * items).reshape(items, n).T.ravel()))  # respondent by respondent, as a grid

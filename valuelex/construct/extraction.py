@@ -242,7 +242,7 @@ def _line_table(lines: pa.Array, words: _Vocabulary, surfaces: _Vocabulary) -> t
     line, position, word, surface, rejected = _plain_items(trimmed.take(pa.array(candidates, pa.int64())),
                                                            words, surfaces)
     plain[candidates[rejected]] = False
-    line, position, word, surface = candidates[line], position, word, surface
+    line = candidates[line]
     keep = plain[line]
     line, position, word, surface = line[keep], position[keep], word[keep], surface[keep]
     others = np.flatnonzero(~plain)

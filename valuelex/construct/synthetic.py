@@ -89,9 +89,8 @@ def _case(word: str, rng: np.random.Generator) -> str:
     return word.capitalize() if roll < 0.6 else (word.upper() if roll < 0.65 else word)
 
 
-def _answer(words: Sequence[str], rng: np.random.Generator) -> str:
-    forms = [_case(_variant(w, rng), rng) for w in words]
-    shape = int(rng.integers(0, 5))
+def _layout(forms: Sequence[str], shape: int, prose: str) -> str:
+    """An answer in one of the five shapes: numbered list, bold heads, bullets, or (3, 4) a `prose` template."""
     if shape == 0:
         return "Here are the words:\n" + "\n".join(f"{i + 1}. {w}" for i, w in enumerate(forms))
     if shape == 1:
@@ -99,7 +98,13 @@ def _answer(words: Sequence[str], rng: np.random.Generator) -> str:
     if shape == 2:
         return "\n".join(f"* {w} - this matters to me." for w in forms)
     listed = forms[0] if len(forms) == 1 else ", ".join(forms[:-1]) + " and " + forms[-1]
-    return str(rng.choice(_PROSE)).format(list=listed)
+    return prose.format(list=listed)
+
+
+def _answer(words: Sequence[str], rng: np.random.Generator) -> str:
+    forms = [_case(_variant(w, rng), rng) for w in words]
+    shape = int(rng.integers(0, 5))
+    return _layout(forms, shape, str(rng.choice(_PROSE)) if shape >= 3 else "")
 
 
 def planted_truth(factors: Mapping[str, Sequence[str]]) -> dict[str, str]:
@@ -421,15 +426,8 @@ def bulk_elicitation(n_respondents: int, factors: Mapping[str, Sequence[str]] | 
                     answers.append("")
                 elif roll[r] < failed_rate + empty_rate + refusal_rate or not len(words):
                     answers.append(refusal[r])
-                elif shape[r] == 0:
-                    answers.append("Here are the words:\n" + "\n".join(f"{i + 1}. {w}" for i, w in enumerate(words)))
-                elif shape[r] == 1:
-                    answers.append("\n".join(f"- **{w}:** I am committed to this in every response." for w in words))
-                elif shape[r] == 2:
-                    answers.append("\n".join(f"* {w} - this matters to me." for w in words))
                 else:
-                    listed = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
-                    answers.append(_PROSE[prose[r]].format(list=listed))
+                    answers.append(_layout(words, shape[r], _PROSE[prose[r]]))
         models = pa.array([f"m{m:07d}" for m in range(start, start + n)] * items, pa.string())
         item_ids = pa.array(np.repeat([f"q{i + 1:02d}" for i in range(items)], n), pa.string())
         index = np.tile(np.arange(start, start + n), items)

@@ -38,10 +38,30 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def _save_incidence(path: Path, incidence) -> None:
+    """An `Incidence` as one .npz: CSR arrays, units (joined by \\x1f) and words."""
+    import numpy as np
+
+    counts = incidence.counts
+    np.savez(path, data=counts.data, indices=counts.indices, indptr=counts.indptr, shape=np.array(counts.shape),
+             units=np.array(["\x1f".join(u) for u in incidence.units]), words=np.array(incidence.words))
+
+
+def _load_incidence(path: Path):
+    """The `Incidence` `_save_incidence` wrote."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from valuelex.construct.cooccurrence import Incidence
+
+    data = np.load(path, allow_pickle=False)
+    counts = sp.csr_matrix((data["data"], data["indices"], data["indptr"]), shape=tuple(data["shape"]))
+    return Incidence([tuple(u.split("\x1f")) for u in data["units"].tolist()], data["words"].tolist(), counts)
+
+
 def _extract_groups(work: Path, worker: int, groups: list[int]) -> tuple[int, int, float]:
     """Extraction and incidence of some row groups (one chunk each, as `cooccurrence.answers_chunk` in a
     Ray task): occurrences/<worker>.parquet and incidence/<worker>.npz. Returns (answers, words, RSS MB)."""
-    import numpy as np
     import pyarrow.parquet as pq
 
     from valuelex.construct.cooccurrence import answers_chunk, reduce_incidence
@@ -59,11 +79,7 @@ def _extract_groups(work: Path, worker: int, groups: list[int]) -> tuple[int, in
             answers, occurrences = answers + chunk.num_rows, occurrences + part.num_rows
             writer.write_table(part)
             incidences.append(incidence)
-    merged = reduce_incidence(incidences)
-    counts = merged.counts
-    np.savez(work / "incidence" / f"{worker}.npz", data=counts.data, indices=counts.indices, indptr=counts.indptr,
-             shape=np.array(counts.shape), units=np.array(["\x1f".join(u) for u in merged.units]),
-             words=np.array(merged.words))
+    _save_incidence(work / "incidence" / f"{worker}.npz", reduce_incidence(incidences))
     return answers, occurrences, _rss_mb()
 
 
@@ -71,7 +87,6 @@ def _step(name: str, work: Path, n: int, items: int, workers: int = 1) -> dict:
     """Run one step in this (fresh) process; returns its timing and memory."""
     import numpy as np
     import pyarrow.parquet as pq
-    import scipy.sparse as sp
 
     from valuelex.construct.config import ConstructionSpec
 
@@ -79,12 +94,7 @@ def _step(name: str, work: Path, n: int, items: int, workers: int = 1) -> dict:
     extra: dict = {}
 
     def load_incidence():
-        from valuelex.construct.cooccurrence import Incidence
-
-        data = np.load(work / "incidence.npz", allow_pickle=False)
-        counts = sp.csr_matrix((data["data"], data["indices"], data["indptr"]), shape=tuple(data["shape"]))
-        words = json.loads((work / "words.json").read_text())
-        return Incidence([("u", str(i)) for i in range(counts.shape[0])], words, counts)
+        return _load_incidence(work / "incidence.npz")
 
     if name == "generate":
         from valuelex.construct.synthetic import LARGE, bulk_elicitation
@@ -134,19 +144,10 @@ def _step(name: str, work: Path, n: int, items: int, workers: int = 1) -> dict:
 
         base = _rss_mb()
         start = time.perf_counter()
-        from valuelex.construct.cooccurrence import Incidence
-
-        parts = []
-        for path in sorted((work / "incidence").glob("*.npz")):  # the extraction workers' incidences
-            data = np.load(path, allow_pickle=False)
-            counts = sp.csr_matrix((data["data"], data["indices"], data["indptr"]), shape=tuple(data["shape"]))
-            parts.append(Incidence([tuple(u.split("\x1f")) for u in data["units"].tolist()],
-                                   data["words"].tolist(), counts))
+        parts = [_load_incidence(path) for path in sorted((work / "incidence").glob("*.npz"))]  # the workers'
         incidence = reduce_incidence(parts)
         pruned, _ = prune(incidence, spec.min_word_respondents)
-        counts = pruned.counts
-        np.savez(work / "incidence.npz", data=counts.data, indices=counts.indices, indptr=counts.indptr,
-                 shape=np.array(counts.shape))
+        _save_incidence(work / "incidence.npz", pruned)
         (work / "words.json").write_text(json.dumps(pruned.words))
         extra = {"units": pruned.n_units, "distinct_words": len(incidence.words), "kept_words": len(pruned.words)}
     elif name.startswith("correlation_"):

@@ -9,16 +9,21 @@ config, M = ceil(N / 15) samples of the 15 prompts), each side runs in its own s
 own driver, so its peak RSS is its own) on a fresh local Ray, over the same grid rows:
 
 - sink: `generate.run_model` with the echo engine: grid walk, resume filter, Ray Data, and the
-  workers publish whole shards through `valuelex.engines.sink.ShardSink` (the default path);
+  workers publish whole shards through `valuelex.engines.sink.ShardSink` (``writer="workers"``);
 - driver: the same, with the engine hidden behind its `generate` only, so result batches come to
   the driver and the driver publishes them (the path before issue 20.2, still used for engines that
   are not Ray Data pipelines and for budgets with caps);
-- plain: the same grid rows, chunks and request blocks, then ``map_batches(echo).write_parquet(dir)``:
-  what Ray Data does with no store at all.
+- plain: the same grid rows, chunks (`chunk_rows`) and request blocks, then
+  ``map_batches(echo).write_parquet(dir)``: what Ray Data does with no store at all.
+
+The chunks must be the same: Ray Data bundles request blocks up to the batch size, so 50,000-row
+chunks (blocks of 255 and 256 rows) run half as many map tasks as the engine's 49,920-row chunks
+(blocks of exactly 256), which alone made the plain side ~25% faster before this was fixed.
 
 rows/s = grid rows / seconds from the first grid row to the last stored (Ray started before the
-clock); driver peak RSS = ru_maxrss of the side's process. Each side checks what it stored (every
-grid row once). Shard rows = engine batch rows = ``--batch-rows`` on every side.
+clock); driver peak RSS = ru_maxrss of the side's process when its last row is stored, before the
+side checks what it stored (every grid row once; that check reads every row id into the driver).
+Shard rows = engine batch rows = ``--batch-rows`` on every side.
 """
 
 from __future__ import annotations
@@ -66,13 +71,13 @@ def run_side(side: str, rows: int, batch_rows: int, out: str) -> dict:
     if side == "plain":
         import pyarrow.parquet as pq
 
-        from valuelex.engines.base import CHUNK_ROWS, chunks, request_dataset
+        from valuelex.engines.base import chunk_rows, chunks, request_dataset
         from valuelex.engines.echo import echo
 
-        for part, chunk in enumerate(chunks(grid.requests(study, "elicitation", model), CHUNK_ROWS)):
+        for part, chunk in enumerate(chunks(grid.requests(study, "elicitation", model), chunk_rows(batch_rows))):
             request_dataset(chunk, batch_rows).map_batches(echo, batch_size=batch_rows, batch_format="pyarrow") \
                 .write_parquet(f"{out}/plain/{part:04d}")
-        seconds = time.monotonic() - started
+        seconds, peak = time.monotonic() - started, peak_rss_mb()
         stored = sum(pq.ParquetFile(p).metadata.num_rows for p in Path(out, "plain").rglob("*.parquet"))
         unique = stored  # checked below by count only: plain Ray Data has no row ids to resume by
     else:
@@ -80,13 +85,17 @@ def run_side(side: str, rows: int, batch_rows: int, out: str) -> dict:
         generate.build_engine = lambda model, use_gpu, journal=None: engine  # the echo engine for the study's model
         store = RunStore(out)
         generate.run_model(study, "elicitation", model, store, set(), writer="workers" if side == "sink" else "driver")
-        seconds = time.monotonic() - started
+        seconds, peak = time.monotonic() - started, peak_rss_mb()
         table = store.generation("elicitation").read_raw(["row_id"])
         stored, unique = table.num_rows, len(set(table["row_id"].to_pylist()))
     if stored != total or unique != total:
         raise SystemExit(f"{side}: stored {stored} rows ({unique} distinct) of a grid of {total}")
     return {"side": side, "rows": total, "seconds": round(seconds, 2), "rows_per_s": round(total / seconds, 1),
-            "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "driver_peak_rss_mb": peak}
+
+
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def main() -> None:

@@ -173,3 +173,39 @@ def test_kill_9_mid_write_then_rerun_stores_every_row_once(
         assert path.name.startswith("part-") and path.suffix == ".parquet"
         assert pq.read_metadata(path).num_rows > 0
     assert not (out / TMP_DIR).exists() or all(p.suffix == ".tmp" for p in (out / TMP_DIR).iterdir())
+
+
+@pytest.mark.parametrize(("requested", "rows", "ray_data", "binding", "expected"), [
+    ("auto", 9, True, False, "workers"),  # more than one chunk: the workers
+    ("auto", 8, True, False, "driver"),  # one chunk: the driver's shard-by-shard progress
+    ("workers", 1, True, False, "workers"),
+    ("driver", 10**6, True, False, "driver"),
+    ("workers", 10**6, False, False, "driver"),  # no Ray Data workers to write
+    ("auto", 10**6, True, True, "driver"),  # a binding cap settles each shard before the next block
+])
+def test_who_writes_the_shards(requested: str, rows: int, ray_data: bool, binding: bool, expected: str) -> None:
+    assert generate.shard_writer(requested, rows=rows, chunk=8, ray_data=ray_data, binding_budget=binding) == expected
+
+
+def test_by_default_a_grid_of_several_chunks_is_written_by_the_workers(
+    ray_local: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from valuelex.engines import base
+
+    monkeypatch.delenv("VALUELEX_SHARD_WRITER", raising=False)
+    study = echo_study(samples=3)
+    model = study.models[0]
+    monkeypatch.setattr(base, "CHUNK_ROWS", 2 * study.shard_rows)  # the grid spans several chunks
+    assert grid.count(study, "elicitation", model) > base.chunk_rows(study.shard_rows)
+    use_engine(monkeypatch, EchoEngine(model))  # the driver path raises
+    store = RunStore(str(tmp_path / "big"))
+    counts = generate.run_model(study, "elicitation", model, store, set())
+    assert stored_ids(store) == Counter(grid.row_ids(study, "elicitation")) and counts["failed"] == 0
+
+    monkeypatch.setattr(base, "CHUNK_ROWS", 10**6)  # one chunk: the driver writes, shard by shard
+    engine = EchoEngine(model)
+    monkeypatch.setattr(engine, "write", lambda *args, **kwargs: pytest.fail("the workers wrote a one-chunk grid"))
+    monkeypatch.setattr(generate, "build_engine", lambda model, use_gpu, journal=None: engine)
+    small = RunStore(str(tmp_path / "small"))
+    generate.run_model(study, "elicitation", model, small, set())
+    assert stored_ids(small) == Counter(grid.row_ids(study, "elicitation"))

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from valuelex import budget, grid
 from valuelex.budget import BudgetReached, Ledger
-from valuelex.engines.base import RESULT_FIELDS, RayDataEngine, build_engine
+from valuelex.engines.base import RESULT_FIELDS, RayDataEngine, build_engine, chunk_rows
 from valuelex.errors import StudyError
 from valuelex.instruments import Stage
 from valuelex.plan import generation_estimate
@@ -36,7 +36,7 @@ from valuelex.store import RunStore
 from valuelex.store.counts import StageCounts
 
 log = logging.getLogger(__name__)
-WRITERS = ("driver", "workers")  # who publishes a model's result shards (`run_model_stages`)
+WRITERS = ("auto", "driver", "workers")  # who publishes a model's result shards (`shard_writer`)
 
 REQUEST_FIELDS = (
     pa.field("row_id", pa.string()), pa.field("study", pa.string()), pa.field("stage", pa.string()),
@@ -168,14 +168,13 @@ def run_model_stages(
     block of `shard_rows` requests is sent only once its estimated cost fits every cap
     (`valuelex.budget`); the rows after a block that does not fit are not sent.
 
-    Who writes the shards (`writer`, default ``VALUELEX_SHARD_WRITER`` or ``driver``): ``driver``
-    publishes the engine's result batches here, shard by shard, as they arrive; ``workers`` has a
-    Ray Data engine's workers publish them (`valuelex.engines.sink.ShardSink`: only counts come
-    back, progress moves once per chunk of `CHUNK_ROWS`), except under a binding budget cap, which
-    settles each shard before the next block is sent. The driver stays the default: on this
-    2-core machine the workers' path was slower (docs/benchmarks.md section 11).
+    Who writes the shards (`writer`, default ``VALUELEX_SHARD_WRITER`` or ``auto``; `shard_writer`):
+    ``driver`` publishes the engine's result batches here, shard by shard, as they arrive;
+    ``workers`` has a Ray Data engine's workers publish them (`valuelex.engines.sink.ShardSink`:
+    only counts come back, progress moves once per chunk of `CHUNK_ROWS`); ``auto`` takes the
+    workers when the pass's grid is larger than one chunk, else the driver.
     """
-    writer = writer or os.environ.get("VALUELEX_SHARD_WRITER", "driver")
+    writer = writer or os.environ.get("VALUELEX_SHARD_WRITER", "auto")
     if writer not in WRITERS:
         raise StudyError(f"VALUELEX_SHARD_WRITER: {writer!r} is not one of {', '.join(WRITERS)}")
     redact = redact or Redactor.from_spec(study)
@@ -222,8 +221,11 @@ def run_model_stages(
             engine = build_engine(model, use_gpu=use_gpu)
         requests = itertools.chain([first], rows)
         generated = 0
-        if writer == "workers" and isinstance(engine, RayDataEngine) and not any(
-                ledger is not None and ledger.binding for ledger in ledgers.values()):
+        binding = any(ledger is not None and ledger.binding for ledger in ledgers.values())
+        writer = shard_writer(writer, rows=total, chunk=chunk_rows(study.shard_rows),
+                              ray_data=isinstance(engine, RayDataEngine), binding_budget=binding)
+        log.info("%s/%s: result shards written by the %s", "+".join(stages), model.name, writer)
+        if writer == "workers":
             from valuelex.engines.sink import ShardSink  # needs Ray: imported when used
 
             sink = ShardSink(store.uri, shard_rows=study.shard_rows, conform=conform, redact=redact)
@@ -252,6 +254,23 @@ def run_model_stages(
     for c in counts.values():
         c["seconds"] = seconds if c["generated"] else 0.0
     return counts
+
+
+def shard_writer(requested: str, *, rows: int, chunk: int, ray_data: bool, binding_budget: bool) -> str:
+    """Who publishes a pass's result shards: ``driver`` or ``workers`` (the rule in `run_model_stages`).
+
+    Only a Ray Data engine has workers to write, and a binding budget cap settles each shard in the
+    driver before the next block is sent, so both force the driver. ``auto`` picks the workers when
+    the grid (`rows`) spans more than one engine chunk (`chunk` rows): then the driver would hold
+    and write every row, while the workers' progress, which moves once per chunk, still moves. A
+    smaller grid keeps the driver's shard-by-shard progress; on one machine both paths run at the
+    same speed (docs/benchmarks.md section 11).
+    """
+    if not ray_data or binding_budget:
+        return "driver"
+    if requested == "auto":
+        return "workers" if rows > chunk else "driver"
+    return requested
 
 
 def _by_stage(shard: pa.Table, stages: tuple[Stage, ...]) -> Iterator[tuple[Stage, pa.Table]]:

@@ -106,7 +106,7 @@ class RayDataEngine:
         so a grid of any size never sits in memory; each chunk is one pipeline (for vLLM, one engine
         start per chunk). No requests start no engine. Ray is started here when nothing has started it.
         """
-        for rows in chunks(requests, batch_rows * max(1, CHUNK_ROWS // batch_rows)):
+        for rows in chunks(requests, chunk_rows(batch_rows)):
             from valuelex.runtime import ensure_ray
 
             ensure_ray()
@@ -122,7 +122,7 @@ class RayDataEngine:
         `sink.shard_rows` rows where the rows are. What comes back is each chunk's `ShardStats`,
         yielded once all its shards are published (a caller's progress moves per chunk).
         """
-        for rows in chunks(requests, batch_rows * max(1, CHUNK_ROWS // batch_rows)):
+        for rows in chunks(requests, chunk_rows(batch_rows)):
             from valuelex.runtime import ensure_ray
 
             ensure_ray()
@@ -132,6 +132,11 @@ class RayDataEngine:
     def _pipeline(self, requests: ray.data.Dataset) -> ray.data.Dataset:
         """The engine's Ray Data stages: request rows in, the same rows with `RESULT_COLUMNS` out."""
         raise NotImplementedError
+
+
+def chunk_rows(batch_rows: int) -> int:
+    """Request rows per pipeline: about `CHUNK_ROWS`, in whole batches of `batch_rows`."""
+    return batch_rows * max(1, CHUNK_ROWS // batch_rows)
 
 
 def chunks(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:

@@ -46,6 +46,7 @@ must vary within every kept group.
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,6 +61,8 @@ CONFIGURAL_CFI, CONFIGURAL_RMSEA = 0.90, 0.08
 MIN_GROUP_UNITS, UNITS_PER_WORD = 30, 5
 WORDS_PER_FACTOR = 4
 GROUPINGS = ("training", "family")
+FIT_OPTIONS = {"maxiter": 20000, "maxfun": 50000, "ftol": 1e-14, "gtol": 1e-9, "maxcor": 30}  # `fit_level`
+JITTERED_STARTS, JITTER_SDS = 8, (0.2, 0.5)  # `fit_level`: perturbed starts, their spreads taken in turn
 
 SENTENCES = {
     "scalar": "loadings and intercepts are equal across {groups}: the dimensions' means can be compared across "
@@ -239,12 +242,33 @@ def baseline_chi2(groups: list[Moments]) -> tuple[float, int]:
 
 def fit_level(groups: list[Moments], factor_of: np.ndarray, markers: np.ndarray, level: str,
               previous: Fit | None = None) -> Fit:
-    """Fit one invariance level by ML (the model in the module docstring)."""
+    """Fit one invariance level by ML (the model in the module docstring).
+
+    The discrepancy of small binary groups is flat and has local minima. From one start, with
+    L-BFGS-B's default tolerances, the metric fit of the same data stopped at chi2 values up to 6
+    apart when only the groups' order changed (10 of 30 planted cases of 2 x 60 units), overstating
+    the misfit and the drop in CFI; the local study's metric fit stopped at 115.8 where 111.0 (the
+    lowest of 60 random starts) exists. So each fit starts from `previous`'s estimates (another
+    level's fit), from the moments' start and from `JITTERED_STARTS` perturbations of it (a fixed
+    seed per level), runs to tight tolerances (`FIT_OPTIONS`) and keeps the lowest minimum: on
+    those 30 cases 29 reach the lowest minimum that 18 starts per order found.
+    """
     model = _Model(groups, factor_of, markers, level)
+    moments = model.start(None)
+    lower = np.array([-np.inf if low is None else low for low, _ in model.bounds()])
+    rng = np.random.default_rng(LEVELS.index(level))
+    starts = ([model.start(previous)] if previous is not None else []) + [moments] + [
+        np.maximum(moments + rng.normal(0.0, JITTER_SDS[i % len(JITTER_SDS)], moments.size), lower)
+        for i in range(JITTERED_STARTS)]
+    result = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = minimize(model.objective, model.start(previous), jac=True, method="L-BFGS-B",
-                          bounds=model.bounds(), options={"maxiter": 5000, "maxfun": 20000})
+        for start in starts:
+            found = minimize(model.objective, start, jac=True, method="L-BFGS-B", bounds=model.bounds(),
+                             options=FIT_OPTIONS)
+            if result is None or found.fun < result.fun:
+                result = found
+    assert result is not None
     chi2 = float(result.fun * model.n_total)
     df = model.df()
     chi2_0, df_0 = baseline_chi2(groups)
@@ -253,6 +277,34 @@ def fit_level(groups: list[Moments], factor_of: np.ndarray, markers: np.ndarray,
     rmsea = float(np.sqrt(len(groups)) * np.sqrt(excess / (df * model.n_total))) if df > 0 else 0.0
     lambdas, _, _, _, alpha = model.unpack(result.x)
     return Fit(level, chi2, df, float(cfi), rmsea, bool(result.success), np.stack(lambdas), alpha, result.x)
+
+
+def canonical_order(groups: list[Moments]) -> list[Moments]:
+    """The groups in an order set by their data (size, then means, then variances), not their names.
+
+    The fit is the same model in any order, but a local optimiser's path is not: ordering by content
+    makes the reported fit a function of the data alone (renaming a group cannot change it).
+    """
+    return sorted(groups, key=lambda m: (-m.n, np.round(m.mean, 12).tolist(), np.round(np.diag(m.cov), 12).tolist()))
+
+
+def fit_levels(groups: list[Moments], factor_of: np.ndarray, markers: np.ndarray) -> dict[str, Fit]:
+    """Configural, metric and scalar fits, each started from the one before.
+
+    The models are nested, so a looser model's minimum can never lie above a tighter one's: the
+    tighter fit's estimates are a point of the looser model. When it does (a local minimum), the
+    looser model is fitted again from there, from the tightest level down.
+    """
+    fits: dict[str, Fit] = {}
+    previous = None
+    for level in LEVELS[1:]:
+        fits[level] = previous = fit_level(groups, factor_of, markers, level, previous)
+    for looser, tighter in reversed(list(itertools.pairwise(LEVELS[1:]))):
+        if fits[looser].chi2 > fits[tighter].chi2:
+            again = fit_level(groups, factor_of, markers, looser, fits[tighter])
+            if again.chi2 < fits[looser].chi2:
+                fits[looser] = again
+    return fits
 
 
 def decide(fits: dict[str, Fit]) -> tuple[str, list[dict[str, Any]]]:
@@ -357,10 +409,7 @@ def invariance(x: np.ndarray, labels: Sequence[str | None], factor_of: np.ndarra
     markers = choose_markers(groups, pattern)
     if any(np.linalg.eigvalsh(m.cov).min() <= 1e-10 for m in groups):
         return stop("a group's covariance matrix is singular")
-    fits: dict[str, Fit] = {}
-    previous = None
-    for level in LEVELS[1:]:
-        fits[level] = previous = fit_level(groups, pattern, markers, level, previous)
+    fits = fit_levels(canonical_order(groups), pattern, markers)
     level, fit_rows = decide(fits)
     if not all(f.converged for f in fits.values()):
         notes.append("an optimisation stopped before converging: " + ", ".join(

@@ -241,7 +241,7 @@ def baseline_chi2(groups: list[Moments]) -> tuple[float, int]:
 
 
 def fit_level(groups: list[Moments], factor_of: np.ndarray, markers: np.ndarray, level: str,
-              previous: Fit | None = None) -> Fit:
+              previous: Fit | None = None, *, explore: bool = True) -> Fit:
     """Fit one invariance level by ML (the model in the module docstring).
 
     The discrepancy of small binary groups is flat and has local minima. From one start, with
@@ -251,15 +251,18 @@ def fit_level(groups: list[Moments], factor_of: np.ndarray, markers: np.ndarray,
     lowest of 60 random starts) exists. So each fit starts from `previous`'s estimates (another
     level's fit), from the moments' start and from `JITTERED_STARTS` perturbations of it (a fixed
     seed per level), runs to tight tolerances (`FIT_OPTIONS`) and keeps the lowest minimum: on
-    those 30 cases 29 reach the lowest minimum that 18 starts per order found.
+    those 30 cases 29 reach the lowest minimum that 18 starts per order found. ``explore=False``
+    starts from `previous` only (those other starts give what they gave before: `fit_levels`).
     """
     model = _Model(groups, factor_of, markers, level)
-    moments = model.start(None)
-    lower = np.array([-np.inf if low is None else low for low, _ in model.bounds()])
-    rng = np.random.default_rng(LEVELS.index(level))
-    starts = ([model.start(previous)] if previous is not None else []) + [moments] + [
-        np.maximum(moments + rng.normal(0.0, JITTER_SDS[i % len(JITTER_SDS)], moments.size), lower)
-        for i in range(JITTERED_STARTS)]
+    starts = [model.start(previous)] if previous is not None else []
+    if explore or previous is None:
+        moments = model.start(None)
+        lower = np.array([-np.inf if low is None else low for low, _ in model.bounds()])
+        rng = np.random.default_rng(LEVELS.index(level))
+        starts += [moments] + [
+            np.maximum(moments + rng.normal(0.0, JITTER_SDS[i % len(JITTER_SDS)], moments.size), lower)
+            for i in range(JITTERED_STARTS)]
     result = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -293,7 +296,7 @@ def fit_levels(groups: list[Moments], factor_of: np.ndarray, markers: np.ndarray
 
     The models are nested, so a looser model's minimum can never lie above a tighter one's: the
     tighter fit's estimates are a point of the looser model. When it does (a local minimum), the
-    looser model is fitted again from there, from the tightest level down.
+    looser model is fitted again from there (that start only), from the tightest level down.
     """
     fits: dict[str, Fit] = {}
     previous = None
@@ -301,7 +304,7 @@ def fit_levels(groups: list[Moments], factor_of: np.ndarray, markers: np.ndarray
         fits[level] = previous = fit_level(groups, factor_of, markers, level, previous)
     for looser, tighter in reversed(list(itertools.pairwise(LEVELS[1:]))):
         if fits[looser].chi2 > fits[tighter].chi2:
-            again = fit_level(groups, factor_of, markers, looser, fits[tighter])
+            again = fit_level(groups, factor_of, markers, looser, fits[tighter], explore=False)
             if again.chi2 < fits[looser].chi2:
                 fits[looser] = again
     return fits

@@ -170,6 +170,11 @@ def _spans(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.Array:
     return both.take(pa.array(np.arange(0, len(bounds), 2), pa.int64()))
 
 
+def _within(lengths: np.ndarray) -> np.ndarray:
+    """0, 1, ..., n - 1 for each run of n = `lengths` items, concatenated (positions in a CSR row)."""
+    return np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+
+
 def _flagged(offsets: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """Which texts hold at least one of the byte positions."""
     out = np.zeros(len(offsets) - 1, dtype=bool)
@@ -255,8 +260,7 @@ def _line_table(lines: pa.Array, words: _Vocabulary, surfaces: _Vocabulary) -> t
     out_surface = np.empty(offsets[-1], dtype=np.int64)
     out_word[offsets[line] + position] = word
     out_surface[offsets[line] + position] = surface
-    slots = np.repeat(offsets[others], other_lengths) + (
-        np.arange(int(other_lengths.sum())) - np.repeat(np.cumsum(other_lengths) - other_lengths, other_lengths))
+    slots = np.repeat(offsets[others], other_lengths) + _within(other_lengths)
     out_word[slots] = [words.id(i.word) for p in parsed for i in p]
     out_surface[slots] = [surfaces.id(i.surface) for p in parsed for i in p]
     return offsets, out_word, out_surface
@@ -288,9 +292,7 @@ def _fast_answers(answers: pa.Array, items: _Items, words: _Vocabulary, surfaces
     codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     lengths = np.diff(offsets_d)
     per_line = lengths[codes]
-    total = int(per_line.sum())
-    position = np.arange(total) - np.repeat(np.cumsum(per_line) - per_line, per_line)
-    source = np.repeat(offsets_d[codes], per_line) + position
+    source = np.repeat(offsets_d[codes], per_line) + _within(per_line)
     items.add(np.repeat(owner, per_line), word_d[source], surface_d[source])
     return np.flatnonzero(foreign)
 
